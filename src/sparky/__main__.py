@@ -1,0 +1,5 @@
+"""``python -m sparky`` is the ``sparky`` command."""
+
+from .cli import cli
+
+cli()

@@ -1,0 +1,369 @@
+"""The ingestion pipeline: export -> meaningful messages -> chunks -> vectors -> store, resumable.
+
+A message counts as ingested when its row and all its chunks with their vectors are committed in one
+transaction under its unique key. The progress file is reconciled with the store at start (the store
+wins), saved every few batches, on Ctrl+C / SIGTERM and at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .chunking import chunk_messages
+from .crashpoints import crashpoint
+from .embedders import Embedder, call_with_retries, is_transient
+from .errors import SparkyError
+from .live import Display
+from .locking import FileLock
+from .models import Conversation, Message
+from .progress import empty_progress, load_progress, remove_stale_temp_files, save_progress
+from .readers import ExportReader
+from .scan import ExportScan, ScanInterrupted, scan_export
+from .select import Selector
+from .stores import MessageRecord, Store, redact
+
+CHECKPOINT_EVERY_BATCHES = 5
+MAX_FAILED_BATCHES_IN_A_ROW = 3
+
+
+class Interrupted(Exception):
+    """The user asked the run to stop (Ctrl+C or SIGTERM); progress has been saved."""
+
+
+class EmbedderDown(SparkyError):
+    """Several batches in a row failed with transient errors even after retries."""
+
+    exit_code = 1
+
+
+@dataclass
+class PendingMessage:
+    """A message waiting for its vectors."""
+
+    key: str
+    conversation: Conversation
+    message: Message
+    chunk_texts: tuple[str, ...]
+
+
+@dataclass
+class BatchOutcome:
+    """What came back from the embedder for one batch."""
+
+    records: list[MessageRecord] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # key -> error
+    transient_failure: bool = False
+
+
+@dataclass
+class IngestResult:
+    """The counts of a finished or interrupted run."""
+
+    total_conversations: int
+    total_messages: int
+    stored_messages: int
+    processed: int
+    skipped: int
+    failed: int
+    failed_conversations: list[tuple[str, str]]
+    skipped_conversations: list[tuple[str, str]]
+    dropped: dict[str, int]
+    interrupted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return not self.interrupted and self.stored_messages == self.total_messages
+
+
+class StopRequest:
+    """First Ctrl+C / SIGTERM asks for a clean stop; a second Ctrl+C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            os._exit(130)
+        self.requested = True
+
+
+class Ingestion:
+    """One run of the pipeline over one export into one store."""
+
+    def __init__(
+        self,
+        export: Path,
+        progress_path: Path,
+        store: Store,
+        embedder: Embedder,
+        display: Display,
+        batch_chunks: int = 256,
+    ) -> None:
+        self.reader = ExportReader(export)
+        self.progress_path = progress_path
+        self.store = store
+        self.embedder = embedder
+        self.display = display
+        self.batch_chunks = batch_chunks
+        self.stop = StopRequest()
+        self.progress: dict = empty_progress()
+        self.scan = ExportScan()
+        self.stored: set[str] = set()
+        self.failed_conversations: list[tuple[str, str]] = []
+        self.completed_conversations: set[str] = set()
+        self.session = {"processed": 0, "skipped": 0, "failed": 0}
+        self._batches_since_checkpoint = 0
+        self._failed_batches_in_a_row = 0
+        self._started = time.monotonic()
+
+    def run(self) -> IngestResult:
+        """Ingest everything not yet stored. Raises Interrupted after saving when asked to stop."""
+        with FileLock(self.progress_path, f"progress file {self.progress_path}"), FileLock(
+            self.store.url, f"memory store {redact(self.store.url)}"
+        ):
+            self.stop.install()
+            try:
+                return self._run_locked()
+            finally:
+                self.stop.restore()
+
+    def _run_locked(self) -> IngestResult:
+        remove_stale_temp_files(self.progress_path)
+        fingerprint = self.reader.fingerprint()
+        self.progress = self._load_matching_progress(fingerprint)
+        self.store.ensure_schema(self.embedder.model, self.embedder.dimensions)
+        self.display.scanning(self.reader.display_path)
+        try:
+            self.scan = scan_export(self.reader, should_stop=lambda: self.stop.requested)
+        except ScanInterrupted:
+            raise Interrupted() from None
+        self.stored = self.store.known(self.scan.all_keys())
+        self._begin_session(fingerprint)
+        self._reconcile()
+        save_progress(self.progress_path, self.progress)
+        interrupted = False
+        try:
+            if len(self.stored) < self.scan.total_messages:
+                self._embed_missing()
+        except Interrupted:
+            interrupted = True
+        finally:
+            self.progress["sessions"][-1]["ended"] = datetime.now().isoformat()
+            self._checkpoint()
+        return self._result(interrupted)
+
+    def _load_matching_progress(self, fingerprint: str) -> dict:
+        progress = load_progress(self.progress_path) or empty_progress()
+        recorded = progress.get("export", {}).get("fingerprint")
+        if recorded and recorded != fingerprint:
+            raise SparkyError(
+                f"{self.progress_path}: belongs to another export ({progress['export'].get('path')}); "
+                "use --progress-file to keep a separate progress file for this one"
+            )
+        return progress
+
+    def _begin_session(self, fingerprint: str) -> None:
+        self.progress["export"] = {"path": str(self.reader.display_path), "fingerprint": fingerprint}
+        self.progress["store"] = redact(self.store.url)
+        self.progress["embedder"] = {"model": self.embedder.model, "dimensions": self.embedder.dimensions}
+        self.progress["sessions"].append(
+            {"started": datetime.now().isoformat(), "ended": None, "processed": 0, "seconds": 0.0}
+        )
+
+    def _reconcile(self) -> None:
+        """Make the progress file say what the store holds: the store wins."""
+        p = self.progress
+        p["processed_messages"] = [k for k in self.scan.all_keys() if k in self.stored]
+        p["processed_conversations"] = [
+            cid for cid, keys in self.scan.conversation_keys.items() if all(k in self.stored for k in keys)
+        ]
+        p["failed_messages"] = {k: e for k, e in p["failed_messages"].items() if k not in self.stored}
+        stats = p["stats"]
+        stats["total_conversations"] = len(self.scan.conversation_keys)
+        stats["total_messages"] = self.scan.total_messages
+        stats["processed_messages"] = len(p["processed_messages"])
+        stats["current_session_processed"] = self.session["processed"]
+        stats["current_session_skipped"] = self.session["skipped"]
+        stats["current_session_failed"] = self.session["failed"]
+        p["selection"] = {"dropped": dict(self.scan.dropped)}
+        p["skipped_conversations"] = [list(item) for item in self.scan.skipped_conversations]
+        p["failed_conversations"] = [list(item) for item in self.failed_conversations]
+        session = p["sessions"][-1]
+        session["processed"] = self.session["processed"]
+        session["seconds"] = round(time.monotonic() - self._started, 3)
+
+    def _checkpoint(self) -> None:
+        self._reconcile()
+        save_progress(self.progress_path, self.progress)
+        self._batches_since_checkpoint = 0
+
+    def _embed_missing(self) -> None:
+        """Second pass: chunk and embed what the store lacks, one batch embedding while the next is built."""
+        done_conversations = set(self.progress["processed_conversations"])
+        self.completed_conversations = set(done_conversations)
+        self.display.start(
+            total_conversations=len(self.scan.conversation_keys),
+            done_conversations=len(done_conversations),
+            total_messages=self.scan.total_messages,
+            done_messages=len(self.stored),
+        )
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
+            in_flight: tuple[list[PendingMessage], Future] | None = None
+            for batch in self._batches(done_conversations):
+                if self.stop.requested:
+                    break  # drop the batch not yet sent; the one in flight is finished below
+                future = pool.submit(self._embed_batch, batch)
+                if in_flight is not None:
+                    self._store_outcome(*in_flight)
+                in_flight = (batch, future)
+            if in_flight is not None:
+                self._store_outcome(*in_flight)
+        self.display.finish()
+        if self.stop.requested:
+            raise Interrupted()
+
+    def _batches(self, done_conversations: set[str]) -> Iterator[list[PendingMessage]]:
+        """Batches of whole messages, about ``batch_chunks`` chunks each, across conversations."""
+        batch: list[PendingMessage] = []
+        chunk_count = 0
+        selector = Selector()
+        for conversation in self.reader.conversations():
+            if self.stop.requested:
+                return
+            if conversation.id in done_conversations:
+                continue
+            try:
+                pending = self._pending_messages(conversation, selector)
+            except Exception as exc:  # one bad conversation must not stop the run
+                self.failed_conversations.append((conversation.id, f"{type(exc).__name__}: {exc}"))
+                self.display.conversation_failed(conversation, exc)
+                continue
+            for item in pending:
+                batch.append(item)
+                chunk_count += len(item.chunk_texts)
+                if chunk_count >= self.batch_chunks:
+                    yield batch
+                    batch, chunk_count = [], 0
+        if batch:
+            yield batch
+
+    def _pending_messages(self, conversation: Conversation, selector: Selector) -> list[PendingMessage]:
+        messages = selector.select(conversation)
+        fresh = [(m, m.key(conversation.source)) for m in messages]
+        skipped = sum(1 for _, key in fresh if key in self.stored)
+        self.session["skipped"] += skipped
+        fresh = [(m, key) for m, key in fresh if key not in self.stored]
+        self.display.conversation(conversation, found=len(messages), skipped=skipped)
+        if not fresh:
+            self._mark_conversation_if_done(conversation.id)
+            return []
+        chunks = chunk_messages([(key, m.text) for m, key in fresh], self.embedder)
+        texts_by_key: dict[str, list[str]] = {}
+        for chunk in chunks:
+            texts_by_key.setdefault(chunk.message_key, []).append(chunk.text)
+        return [
+            PendingMessage(key, conversation, m, tuple(texts_by_key.get(key, [m.text]))) for m, key in fresh
+        ]
+
+    def _embed_batch(self, batch: list[PendingMessage]) -> BatchOutcome:
+        """Runs in the worker thread: embed a batch with retries, isolating permanently failing messages."""
+        outcome = BatchOutcome()
+        self._embed_group(batch, outcome)
+        return outcome
+
+    def _embed_group(self, group: list[PendingMessage], outcome: BatchOutcome) -> None:
+        texts = [text for item in group for text in item.chunk_texts]
+        try:
+            vectors = call_with_retries(lambda: self.embedder.embed(texts), is_transient=is_transient)
+        except Exception as exc:
+            if is_transient(exc):
+                outcome.transient_failure = True
+                outcome.failures.update({item.key: _describe(exc) for item in group})
+            elif len(group) == 1:
+                outcome.failures[group[0].key] = _describe(exc)
+            else:
+                middle = len(group) // 2
+                self._embed_group(group[:middle], outcome)
+                self._embed_group(group[middle:], outcome)
+            return
+        crashpoint("after_embed")
+        offset = 0
+        for item in group:
+            count = len(item.chunk_texts)
+            outcome.records.append(
+                MessageRecord(item.key, item.conversation, item.message, item.chunk_texts,
+                              np.asarray(vectors[offset : offset + count], dtype=np.float32))
+            )
+            offset += count
+
+    def _store_outcome(self, batch: list[PendingMessage], future: Future) -> None:
+        outcome = self._wait(future)
+        if outcome.records:
+            self.store.upsert(outcome.records)
+        for record in outcome.records:
+            self.stored.add(record.key)
+            self.progress["failed_messages"].pop(record.key, None)
+        self.progress["failed_messages"].update(outcome.failures)
+        self.session["processed"] += len(outcome.records)
+        self.session["failed"] += len(outcome.failures)
+        for conversation_id in {item.conversation.id for item in batch}:
+            self._mark_conversation_if_done(conversation_id)
+        self.display.batch_stored(stored=len(outcome.records), failed=len(outcome.failures))
+        self._batches_since_checkpoint += 1
+        if self._batches_since_checkpoint >= CHECKPOINT_EVERY_BATCHES:
+            self._checkpoint()
+        self._failed_batches_in_a_row = self._failed_batches_in_a_row + 1 if outcome.transient_failure else 0
+        if self._failed_batches_in_a_row >= MAX_FAILED_BATCHES_IN_A_ROW:
+            error = next(iter(outcome.failures.values()))
+            raise EmbedderDown(f"the embedder keeps failing ({error}); progress is saved, run the same command later")
+
+    def _wait(self, future: Future) -> BatchOutcome:
+        """Wait for the worker while staying responsive to signals (handlers run on this thread)."""
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except FutureTimeout:
+                continue
+
+    def _mark_conversation_if_done(self, conversation_id: str) -> None:
+        keys = self.scan.conversation_keys.get(conversation_id, [])
+        if conversation_id not in self.completed_conversations and all(key in self.stored for key in keys):
+            self.completed_conversations.add(conversation_id)
+            self.display.conversation_completed()
+
+    def _result(self, interrupted: bool) -> IngestResult:
+        return IngestResult(
+            total_conversations=len(self.scan.conversation_keys),
+            total_messages=self.scan.total_messages,
+            stored_messages=len(self.progress["processed_messages"]),
+            processed=self.session["processed"],
+            skipped=self.session["skipped"],
+            failed=len(self.progress["failed_messages"]),
+            failed_conversations=self.failed_conversations,
+            skipped_conversations=self.scan.skipped_conversations,
+            dropped=dict(self.scan.dropped),
+            interrupted=interrupted,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -1,0 +1,47 @@
+"""Advisory file locks that a killed process releases automatically (flock)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from .errors import LockedError
+
+
+class FileLock:
+    """An exclusive, non-blocking lock on ``<path>.lock``; the holder's pid is written inside."""
+
+    def __init__(self, path: str | Path, what: str) -> None:
+        self.path = Path(f"{path}.lock")
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "FileLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"{self.what} is in use by another ingestion (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FileLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,120 @@
+"""The progress file: a checkpoint and a report of an ingestion, always written atomically.
+
+The store is the source of truth; this file is reconciled with it at every start. Its fields are the
+original tool's (``processed_conversations``, ``processed_messages``, ``last_updated``, ``stats``) with
+new ones beside them (``version``, ``export``, ``store``, ``embedder``, ``failed_messages``, ``sessions``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .crashpoints import crashpoint
+from .errors import InputError, SparkyError
+
+DEFAULT_NAME = "sparky_ingestion_progress.json"
+VERSION = 1
+_TMP_MARK = ".tmp-"
+
+
+def empty_progress() -> dict[str, Any]:
+    """A progress document with every field present and nothing done."""
+    return {
+        "processed_conversations": [],
+        "processed_messages": [],
+        "last_updated": None,
+        "stats": {
+            "total_conversations": 0,
+            "total_messages": 0,
+            "processed_messages": 0,
+            "current_session_processed": 0,
+            "current_session_skipped": 0,
+            "current_session_failed": 0,
+        },
+        "version": VERSION,
+        "export": {},
+        "store": None,
+        "embedder": {},
+        "failed_messages": {},
+        "sessions": [],
+    }
+
+
+def load_progress(path: Path) -> dict[str, Any] | None:
+    """Read the progress file, or None when there is none. A damaged or foreign file is an InputError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the progress file ({exc.strerror})") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path}: the progress file is damaged (not valid JSON)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("processed_messages", []), list):
+        raise InputError(f"{path}: not a Sparky progress file")
+    if not {"processed_conversations", "processed_messages"} & data.keys():
+        raise InputError(f"{path}: not a Sparky progress file")
+    version = data.get("version", VERSION)
+    if not isinstance(version, int) or version > VERSION:
+        raise InputError(f"{path}: written by a newer Sparky (progress version {version}); upgrade sparky")
+    merged = empty_progress()
+    merged.update(data)
+    merged["stats"] = {**empty_progress()["stats"], **(data.get("stats") or {})}
+    return merged
+
+
+def save_progress(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a temp file in the same folder, fsync, os.replace, fsync of the folder."""
+    data["last_updated"] = datetime.now().isoformat()
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    payload = json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        crashpoint("progress_tmp_written")
+        crashpoint("before_replace")
+        os.replace(tmp, path)
+        crashpoint("after_replace")
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SparkyError(f"{path}: cannot write the progress file ({exc.strerror})") from None
+
+
+def remove_stale_temp_files(path: Path) -> int:
+    """Delete temp files left by writers that were killed (their pid is gone). Returns how many."""
+    removed = 0
+    for candidate in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+        pid = candidate.name.rsplit(_TMP_MARK, 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

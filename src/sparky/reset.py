@@ -1,0 +1,41 @@
+"""Start over: remove what an export put in the store, and its progress file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .locking import FileLock
+from .progress import load_progress
+from .readers import ExportReader
+from .scan import scan_export
+from .stores import Store, redact
+
+
+@dataclass
+class ResetResult:
+    removed_messages: int
+    removed_progress_file: bool
+
+
+def reset_export(export: Path | None, progress_path: Path, store: Store) -> ResetResult:
+    """Delete the export's messages (by key, from the export and from the progress file) and the file."""
+    with FileLock(progress_path, f"progress file {progress_path}"), FileLock(
+        store.url, f"memory store {redact(store.url)}"
+    ):
+        keys: set[str] = set()
+        progress = load_progress(progress_path)
+        if progress is not None:
+            keys.update(progress.get("processed_messages", []))
+            keys.update(progress.get("failed_messages", {}))
+        if export is not None:
+            try:
+                keys.update(scan_export(ExportReader(export)).all_keys())
+            except InputError:
+                if progress is None:
+                    raise
+        removed = store.delete_keys(keys)
+        existed = progress_path.exists()
+        progress_path.unlink(missing_ok=True)
+        return ResetResult(removed, existed)

@@ -1,0 +1,250 @@
+"""The embedded store: one SQLite file with messages, chunks, float32 vectors and an FTS5 index.
+
+Vectors are stored as float32 blobs and searched exactly with numpy: this Python's sqlite3 (like many
+pyenv and macOS builds) cannot load extensions such as sqlite-vec.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..crashpoints import crashpoint
+from ..errors import StoreError
+from . import MessageRecord
+
+SCHEMA_VERSION = 1
+_KEY_QUERY_SIZE = 500
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one (``executescript`` would commit the open transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _execute_script(
+        db,
+        """
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            title TEXT NOT NULL,
+            created_at REAL,
+            updated_at REAL,
+            UNIQUE (source, conversation_id)
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            conversation INTEGER NOT NULL REFERENCES conversations(id),
+            message_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at REAL,
+            position INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            ingested_at REAL NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages (conversation, position);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            message INTEGER NOT NULL REFERENCES messages(id),
+            idx INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            UNIQUE (message, idx)
+        );
+        CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+
+
+class SQLiteStore:
+    """A single-file store; each ``upsert`` is one transaction and a known key is never written twice."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.url = str(self.path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a database file")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot open the memory store ({exc})") from None
+        self._migrate()
+
+    def _migrate(self) -> None:
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a Sparky memory store ({exc})") from None
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: made by a newer Sparky (schema {version}); upgrade sparky")
+        for number in range(version, len(MIGRATIONS)):
+            with self._transaction():
+                crashpoint("schema")
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, value FROM meta"))
+
+    def ensure_schema(self, model: str, dimensions: int) -> None:
+        """Record the embedder on first use; refuse a store built with another model."""
+        meta = self.meta()
+        if "model" not in meta:
+            with self._transaction():
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                    [("model", model), ("dimensions", str(dimensions))],
+                )
+            return
+        if meta["model"] != model or int(meta["dimensions"]) != dimensions:
+            raise StoreError(
+                f"{self.path}: built with embedding model {meta['model']} ({meta['dimensions']} dimensions), "
+                f"not {model} ({dimensions}); use another --db or the same --embedder"
+            )
+
+    def known(self, keys: Iterable[str]) -> set[str]:
+        """The subset of ``keys`` already stored."""
+        keys = list(keys)
+        found: set[str] = set()
+        for start in range(0, len(keys), _KEY_QUERY_SIZE):
+            part = keys[start : start + _KEY_QUERY_SIZE]
+            marks = ",".join("?" * len(part))
+            found.update(row[0] for row in self.db.execute(f"SELECT key FROM messages WHERE key IN ({marks})", part))
+        return found
+
+    def upsert(self, records: list[MessageRecord]) -> int:
+        """Write the records in one transaction; keys already present are left alone. Returns rows added."""
+        added = 0
+        now = time.time()
+        with self._transaction():
+            for record in records:
+                conversation_row = self._conversation_row(record)
+                message = record.message
+                cursor = self.db.execute(
+                    "INSERT INTO messages (key, conversation, message_id, role, created_at, position, text,"
+                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                    (record.key, conversation_row, message.id, message.role, message.created_at,
+                     message.position, message.text, now),
+                )
+                if cursor.rowcount == 0:
+                    continue
+                added += 1
+                message_row = cursor.lastrowid
+                vectors = np.ascontiguousarray(record.vectors, dtype=np.float32)
+                for index, (text, vector) in enumerate(zip(record.chunk_texts, vectors)):
+                    chunk_row = self.db.execute(
+                        "INSERT INTO chunks (message, idx, text, vector) VALUES (?, ?, ?, ?)",
+                        (message_row, index, text, vector.tobytes()),
+                    ).lastrowid
+                    self.db.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)", (chunk_row, text))
+            crashpoint("before_commit")
+        crashpoint("after_commit")
+        return added
+
+    def _conversation_row(self, record: MessageRecord) -> int:
+        conversation = record.conversation
+        self.db.execute(
+            "INSERT INTO conversations (source, conversation_id, title, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, conversation_id) DO UPDATE SET"
+            " title = excluded.title, updated_at = excluded.updated_at",
+            (conversation.source, conversation.id, conversation.title, conversation.created_at,
+             conversation.updated_at),
+        )
+        return self.db.execute(
+            "SELECT id FROM conversations WHERE source = ? AND conversation_id = ?",
+            (conversation.source, conversation.id),
+        ).fetchone()[0]
+
+    def delete_keys(self, keys: Iterable[str]) -> int:
+        """Remove these messages with their chunks and keyword rows, in one transaction."""
+        keys = list(keys)
+        removed = 0
+        with self._transaction():
+            for start in range(0, len(keys), _KEY_QUERY_SIZE):
+                part = keys[start : start + _KEY_QUERY_SIZE]
+                marks = ",".join("?" * len(part))
+                chunk_rows = self.db.execute(
+                    f"SELECT c.id, c.text FROM chunks c JOIN messages m ON m.id = c.message WHERE m.key IN ({marks})",
+                    part,
+                ).fetchall()
+                self.db.executemany(
+                    "INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', ?, ?)", chunk_rows
+                )
+                self.db.execute(
+                    f"DELETE FROM chunks WHERE message IN (SELECT id FROM messages WHERE key IN ({marks}))", part
+                )
+                removed += self.db.execute(f"DELETE FROM messages WHERE key IN ({marks})", part).rowcount
+            self.db.execute(
+                "DELETE FROM conversations WHERE id NOT IN (SELECT DISTINCT conversation FROM messages)"
+            )
+        return removed
+
+    def stats(self) -> dict:
+        """Counts of what the store holds, and the embedder it was built with."""
+        row = self.db.execute(
+            "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
+            " (SELECT count(*) FROM chunks)"
+        ).fetchone()
+        meta = self.meta()
+        return {
+            "conversations": row[0],
+            "messages": row[1],
+            "chunks": row[2],
+            "model": meta.get("model"),
+            "dimensions": int(meta["dimensions"]) if "dimensions" in meta else None,
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; disk-full and read-only become StoreErrors."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.DatabaseError as error:
+                exc = error
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError) and _is_fatal(exc):
+            raise StoreError(f"memory store: {exc}") from None
+        if exc_type is None:
+            raise exc
+        return False
+
+
+def _is_fatal(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("disk is full", "readonly", "read-only", "disk i/o"))

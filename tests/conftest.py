@@ -1,0 +1,79 @@
+"""Shared fixtures: the sample export, generated exports, and helpers to run and inspect ingestions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample" / "chat-history"
+
+
+@pytest.fixture(scope="session")
+def sample_export() -> Path:
+    return SAMPLE
+
+
+def generate_export(out: Path, conversations: int, messages: int, seed: int = 7) -> Path:
+    """Write a generated ChatGPT export with sample/generate.py and return its folder."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "sample" / "generate.py"), "--conversations", str(conversations),
+         "--messages", str(messages), "--out", str(out), "--seed", str(seed)],
+        check=True, capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_generated_export(tmp_path_factory) -> Path:
+    """40 conversations / 400 messages: enough batches to interrupt, quick to embed."""
+    return generate_export(tmp_path_factory.mktemp("gen-small") / "chat-history", 40, 400)
+
+
+def sparky_subprocess(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """Start ``python -m sparky`` as a real child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "sparky", *args], cwd=cwd, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def store_keys(db_path: Path) -> list[str]:
+    """Every message key in a store, duplicates included (there must be none)."""
+    with sqlite3.connect(db_path) as db:
+        return [row[0] for row in db.execute("SELECT key FROM messages ORDER BY key")]
+
+
+def fts_consistent(db: sqlite3.Connection) -> bool:
+    """FTS5's own integrity check of the keyword index against the chunks table."""
+    try:
+        db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
+def store_health(db_path: Path) -> dict:
+    """Integrity facts a consistent store must satisfy."""
+    with sqlite3.connect(db_path) as db:
+        return {
+            "fts_consistent": fts_consistent(db),
+            "integrity": db.execute("PRAGMA integrity_check").fetchone()[0],
+            "messages_without_chunks": db.execute(
+                "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.message = m.id)"
+            ).fetchone()[0],
+            "orphan_chunks": db.execute(
+                "SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = c.message)"
+            ).fetchone()[0],
+            "chunks": db.execute("SELECT count(*) FROM chunks").fetchone()[0],
+            "bad_vectors": db.execute("SELECT count(*) FROM chunks WHERE length(vector) != 384 * 4").fetchone()[0],
+        }
+
+
+def read_progress(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -143,3 +143,7 @@ def run_reset(export: Path | None, progress_file: Path, url: str, yes: bool, con
 def reset_command(export: Path | None, progress_file: Path, db: str | None, yes: bool) -> None:
     """Forget an export: its progress file and the messages it put in the store."""
     run_reset(export, progress_file, store_url(db, progress_file), yes, Console(stderr=True))
+
+
+from . import search_cli  # noqa: E402,F401  (registers `sparky search`; imported last: it uses this module)
+from . import progress_cli  # noqa: E402,F401  (registers `sparky progress`; imported last: it uses this module)

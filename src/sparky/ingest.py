@@ -26,7 +26,7 @@ from .errors import SparkyError
 from .live import Display
 from .locking import FileLock
 from .models import Conversation, Message
-from .progress import empty_progress, load_progress, remove_stale_temp_files, save_progress
+from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
 from .readers import ExportReader
 from .scan import ExportScan, ScanInterrupted, scan_export
 from .select import Selector
@@ -191,25 +191,9 @@ class Ingestion:
 
     def _reconcile(self) -> None:
         """Make the progress file say what the store holds: the store wins."""
-        p = self.progress
-        p["processed_messages"] = [k for k in self.scan.all_keys() if k in self.stored]
-        p["processed_conversations"] = [
-            cid for cid, keys in self.scan.conversation_keys.items() if all(k in self.stored for k in keys)
-        ]
-        p["failed_messages"] = {k: e for k, e in p["failed_messages"].items() if k not in self.stored}
-        stats = p["stats"]
-        stats["total_conversations"] = len(self.scan.conversation_keys)
-        stats["total_messages"] = self.scan.total_messages
-        stats["processed_messages"] = len(p["processed_messages"])
-        stats["current_session_processed"] = self.session["processed"]
-        stats["current_session_skipped"] = self.session["skipped"]
-        stats["current_session_failed"] = self.session["failed"]
-        p["selection"] = {"dropped": dict(self.scan.dropped)}
-        p["skipped_conversations"] = [list(item) for item in self.scan.skipped_conversations]
-        p["failed_conversations"] = [list(item) for item in self.failed_conversations]
-        session = p["sessions"][-1]
-        session["processed"] = self.session["processed"]
-        session["seconds"] = round(time.monotonic() - self._started, 3)
+        reconcile(self.progress, self.scan, self.stored, self.session, self.failed_conversations)
+        self.progress["sessions"][-1]["processed"] = self.session["processed"]
+        self.progress["sessions"][-1]["seconds"] = round(time.monotonic() - self._started, 3)
 
     def _checkpoint(self) -> None:
         self._reconcile()

@@ -11,10 +11,13 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .crashpoints import crashpoint
 from .errors import InputError, SparkyError
+
+if TYPE_CHECKING:
+    from .scan import ExportScan
 
 DEFAULT_NAME = "sparky_ingestion_progress.json"
 VERSION = 1
@@ -42,6 +45,33 @@ def empty_progress() -> dict[str, Any]:
         "failed_messages": {},
         "sessions": [],
     }
+
+
+def reconcile(
+    progress: dict[str, Any],
+    scan: "ExportScan",
+    stored: set[str],
+    session: dict[str, int] | None = None,
+    failed_conversations: list[tuple[str, str]] | None = None,
+) -> None:
+    """Make ``progress`` say what the store holds for this export (the store wins)."""
+    session = session or {"processed": 0, "skipped": 0, "failed": 0}
+    all_keys = scan.all_keys()
+    progress["processed_messages"] = [key for key in all_keys if key in stored]
+    progress["processed_conversations"] = [
+        cid for cid, keys in scan.conversation_keys.items() if all(key in stored for key in keys)
+    ]
+    progress["failed_messages"] = {k: e for k, e in progress["failed_messages"].items() if k not in stored}
+    stats = progress["stats"]
+    stats["total_conversations"] = len(scan.conversation_keys)
+    stats["total_messages"] = len(all_keys)
+    stats["processed_messages"] = len(progress["processed_messages"])
+    stats["current_session_processed"] = session["processed"]
+    stats["current_session_skipped"] = session["skipped"]
+    stats["current_session_failed"] = session["failed"]
+    progress["selection"] = {"dropped": dict(scan.dropped)}
+    progress["skipped_conversations"] = [list(item) for item in scan.skipped_conversations]
+    progress["failed_conversations"] = [list(item) for item in failed_conversations or []]
 
 
 def load_progress(path: Path) -> dict[str, Any] | None:

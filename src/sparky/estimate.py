@@ -1,0 +1,204 @@
+"""How long the rest of an ingestion will take.
+
+From the sessions recorded in the progress file: messages per second of actual work (each session's
+``processed`` over its ``seconds``, so pauses between sessions do not count), as a range from the
+slowest to the fastest session, never narrower than ±15% of the overall rate. Before any session has
+stored anything, a short calibration embeds a sample of the export's own not-yet-stored messages with
+the local embedder. For an API embedder the tokens still to send are estimated too (about 4 characters
+a token).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
+    from .readers import ExportReader
+
+DEFAULT_EMBEDDER = "minilm"
+MIN_SPREAD = 0.15
+CALIBRATION_SAMPLE = 64
+CALIBRATION_WARMUP = 8
+CALIBRATION_RANGE = (0.7, 1.0)  # the pipeline also reads, chunks and writes: at most the embedding rate
+CHARS_PER_TOKEN = 4
+SESSION_HOURS = (1, 2)
+
+
+@dataclass
+class Estimate:
+    """The remaining work, the throughput it is based on, and what that means in time and sessions."""
+
+    remaining_messages: int
+    basis: str = ""  # "sessions" or "calibration"; empty when no time could be estimated
+    measured_sessions: int = 0
+    measured_messages: int = 0
+    measured_seconds: float = 0.0
+    rate_low: float | None = None  # messages per second
+    rate_high: float | None = None
+    seconds_low: float | None = None
+    seconds_high: float | None = None
+    sessions_low: int | None = None
+    sessions_high: int | None = None
+    api_tokens: int | None = None
+    note: str = ""
+
+    def basis_text(self) -> str:
+        """Where the throughput comes from, in words."""
+        if self.basis == "calibration":
+            return (f"calibration on this machine: embedded {self.measured_messages:,} of the export's messages "
+                    f"in {self.measured_seconds:.1f}s (no session has stored anything yet)")
+        plural = "" if self.measured_sessions == 1 else "s"
+        return (f"{self.measured_sessions} session{plural}: {self.measured_messages:,} messages in "
+                f"{format_duration(self.measured_seconds)} of work")
+
+
+@dataclass
+class Remaining:
+    """What a pass over the export found still to store."""
+
+    messages: int
+    chars: int
+    sample: list[tuple[str, str]]  # (key, text), a uniform random sample
+
+
+def session_rates(sessions: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(processed, seconds) of the sessions that stored something in a measurable time."""
+    measured = []
+    for session in sessions:
+        processed, seconds = session.get("processed") or 0, session.get("seconds") or 0.0
+        if processed > 0 and seconds > 0:
+            measured.append((int(processed), float(seconds)))
+    return measured
+
+
+def plan(estimate: Estimate, low: float, high: float) -> Estimate:
+    """Fill in the time and the 1–2 hour sessions that a throughput range means for the remaining work."""
+    estimate.rate_low, estimate.rate_high = low, high
+    estimate.seconds_low = estimate.remaining_messages / high
+    estimate.seconds_high = estimate.remaining_messages / low
+    estimate.sessions_low = max(1, math.ceil(estimate.seconds_low / (SESSION_HOURS[1] * 3600)))
+    estimate.sessions_high = max(1, math.ceil(estimate.seconds_high / (SESSION_HOURS[0] * 3600)))
+    return estimate
+
+
+def from_sessions(sessions: list[dict[str, Any]], remaining: int) -> Estimate | None:
+    """The estimate from the recorded sessions, or None when none of them stored anything."""
+    measured = session_rates(sessions)
+    if not measured:
+        return None
+    processed = sum(count for count, _ in measured)
+    seconds = sum(spent for _, spent in measured)
+    overall = processed / seconds
+    rates = [count / spent for count, spent in measured]
+    low = min(min(rates), overall * (1 - MIN_SPREAD))
+    high = max(max(rates), overall * (1 + MIN_SPREAD))
+    estimate = Estimate(remaining, "sessions", len(measured), processed, seconds)
+    return plan(estimate, low, high)
+
+
+def survey_remaining(reader: "ExportReader", done: set[str], sample_size: int = CALIBRATION_SAMPLE) -> Remaining:
+    """One streaming pass: the meaningful messages not in ``done``, their characters, and a sample."""
+    from .select import Selector
+
+    selector = Selector()
+    rng = random.Random(0)
+    remaining = Remaining(0, 0, [])
+    for conversation in reader.conversations():
+        for message in selector.select(conversation):
+            key = message.key(conversation.source)
+            if key in done:
+                continue
+            remaining.messages += 1
+            remaining.chars += len(message.text)
+            if len(remaining.sample) < sample_size:
+                remaining.sample.append((key, message.text))
+            elif (slot := rng.randrange(remaining.messages)) < sample_size:
+                remaining.sample[slot] = (key, message.text)
+    return remaining
+
+
+def calibrate(sample: list[tuple[str, str]], embedder: "Embedder") -> float:
+    """Seconds to embed the sample's chunks, after a warm-up call that loads the model."""
+    from .chunking import chunk_messages
+
+    texts = [chunk.text for chunk in chunk_messages(sample, embedder)]
+    embedder.embed(texts[:CALIBRATION_WARMUP])
+    started = time.perf_counter()
+    embedder.embed(texts)
+    return time.perf_counter() - started
+
+
+def is_api_model(model: str | None) -> bool:
+    """Whether a recorded embedding model is sent to an API rather than run on this machine."""
+    from .embedders import is_local_model
+
+    return bool(model) and not is_local_model(model)
+
+
+def estimate_time(
+    progress: dict[str, Any] | None,
+    open_reader: Callable[[], "ExportReader"] | None,
+    get_embedder: Callable[[str], "Embedder"] | None = None,
+) -> Estimate:
+    """The estimate for a progress document (None before any run), reading the export only when needed."""
+    model = ((progress or {}).get("embedder") or {}).get("model")
+    api = is_api_model(model)
+    remaining = _remaining_from(progress)
+    estimate = from_sessions(progress["sessions"], remaining) if progress and remaining is not None else None
+    if remaining == 0:
+        return Estimate(0, note="Nothing left to ingest.")
+    if estimate is not None and not api:
+        return estimate
+    if open_reader is None:
+        return estimate or Estimate(remaining or 0, note="Name the export with --export to estimate the time.")
+    try:
+        survey = survey_remaining(open_reader(), set((progress or {}).get("processed_messages") or []))
+    except InputError as exc:
+        return estimate or Estimate(remaining or 0, note=f"No estimate: {exc}")
+    remaining = survey.messages if remaining is None else remaining
+    if api:
+        estimate = estimate or Estimate(
+            remaining, note="The time is measured during the first session (an API embedder is not calibrated).")
+        estimate.api_tokens = math.ceil(survey.chars / CHARS_PER_TOKEN)
+        return estimate
+    return _calibrated(remaining, survey.sample, model, get_embedder)
+
+
+def _remaining_from(progress: dict[str, Any] | None) -> int | None:
+    if not progress or not progress["stats"]["total_messages"]:
+        return None
+    stats = progress["stats"]
+    return max(stats["total_messages"] - stats["processed_messages"], 0)
+
+
+def _calibrated(
+    remaining: int, sample: list[tuple[str, str]], model: str | None, get_embedder: Callable[[str], "Embedder"] | None
+) -> Estimate:
+    if not sample:
+        return Estimate(remaining, note="Nothing left to ingest.")
+    if get_embedder is None:
+        from .embedders import get_embedder
+    from .embedders import local_embedder_name
+
+    seconds = calibrate(sample, get_embedder(local_embedder_name(model) if model else DEFAULT_EMBEDDER))
+    rate = len(sample) / seconds
+    estimate = Estimate(remaining, "calibration", 0, len(sample), seconds)
+    return plan(estimate, rate * CALIBRATION_RANGE[0], rate * CALIBRATION_RANGE[1])
+
+
+def format_duration(seconds: float) -> str:
+    """"45s", "12m", "3h 05m"."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    return f"{minutes // 60}h {minutes % 60:02d}m"

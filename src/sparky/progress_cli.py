@@ -1,0 +1,128 @@
+"""``sparky progress``: where an ingestion stands, safe to run while one is running."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from .cli import cli, db_option, friendly_errors, progress_file_option, run_reset, store_url
+from .errors import InputError
+from .progress import DEFAULT_NAME, load_progress
+
+EXIT_NOT_STARTED = 1
+
+
+@click.command("progress")
+@click.option("--estimate-time", is_flag=True, help="Also estimate the time left, from the sessions so far.")
+@click.option("--reset", is_flag=True, help="Forget this export's progress and stored messages (as ingest --reset).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before --reset deletes anything.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the progress file from the store, the source of truth.")
+@click.option("--export", type=click.Path(path_type=Path), default=None,
+              help="The export, when it is not where the progress file says (matched by content, not path).")
+@progress_file_option
+@db_option
+@friendly_errors
+def progress_command(estimate_time: bool, reset: bool, yes: bool, as_json: bool, rebuild: bool,
+                     export: Path | None, progress_file: Path, db: str | None) -> None:
+    """Report an ingestion's progress from its progress file (it never waits for a running ingestion)."""
+    if reset and rebuild:
+        raise click.UsageError("--reset and --rebuild cannot be used together")
+    console = Console(stderr=True)
+    url = store_url(db, progress_file)
+    if reset:
+        run_reset(export or _recorded_export(progress_file), progress_file, url, yes, console)
+        console.print(f"Start again with: {_ingest_hint(progress_file, export)}")
+        return
+    if rebuild:
+        _rebuild(progress_file, url, export, console)
+    progress = _load(progress_file)
+    if progress is None:
+        _not_started(progress_file, url, export, estimate_time, as_json)
+        sys.exit(EXIT_NOT_STARTED)
+    _print_report(progress_file, progress, export, estimate_time, as_json)
+
+
+def _print_report(progress_file: Path, progress: dict[str, Any], export: Path | None, estimate_time: bool,
+                  as_json: bool) -> None:
+    from .estimate import estimate_time as estimate
+    from .rebuild import open_matching_export
+    from .report import build_report, render_text, to_json
+
+    report = build_report(progress_file, progress)
+    if estimate_time:
+        report.estimate = estimate(progress, lambda: open_matching_export(progress, export, progress_file))
+    click.echo(to_json(report) if as_json else render_text(report))
+
+
+def _load(progress_file: Path) -> dict[str, Any] | None:
+    try:
+        return load_progress(progress_file)
+    except InputError as exc:
+        raise InputError(f"{exc}; or rebuild it from the store: {_rebuild_hint(progress_file)}") from None
+
+
+def _rebuild(progress_file: Path, url: str, export: Path | None, console: Console) -> None:
+    from .rebuild import open_existing_store, rebuild_progress
+
+    store = open_existing_store(url)
+    try:
+        result = rebuild_progress(progress_file, store, export)
+    finally:
+        store.close()
+    console.print(f"Rebuilt {progress_file} from the store: {result.stored_messages:,} of "
+                  f"{result.total_messages:,} messages stored.")
+
+
+def _not_started(progress_file: Path, url: str, export: Path | None, estimate_time: bool, as_json: bool) -> None:
+    """Say how to start; with --estimate-time and --export, estimate the whole job by calibration."""
+    from .estimate import estimate_time as estimate
+    from .readers import ExportReader
+    from .report import estimate_lines
+
+    result = estimate(None, lambda: ExportReader(export)) if estimate_time and export else None
+    store_exists = "://" in url or Path(url).exists()
+    if as_json:
+        click.echo(json.dumps({"progress_file": str(progress_file), "exists": False,
+                               "start": _ingest_hint(progress_file, export),
+                               "estimate": asdict(result) if result else None}, indent=2))
+        return
+    lines = [f"No progress file at {progress_file}: no ingestion has started with it yet.",
+             f"Start one with: {_ingest_hint(progress_file, export)}"]
+    if store_exists:
+        lines.append(f"A memory store exists at {url}; if the progress file was lost, rebuild it: "
+                     f"{_rebuild_hint(progress_file, export)}")
+    if result is not None:
+        lines += ["", *estimate_lines(result)]
+    click.echo("\n".join(lines))
+
+
+def _recorded_export(progress_file: Path) -> Path | None:
+    """The export the progress file records, when it is still there with the same content."""
+    from .rebuild import open_matching_export
+
+    try:
+        return open_matching_export(load_progress(progress_file), None, progress_file).path
+    except InputError:
+        return None
+
+
+def _file_args(progress_file: Path) -> str:
+    return "" if str(progress_file) == DEFAULT_NAME else f" --progress-file {progress_file}"
+
+
+def _ingest_hint(progress_file: Path, export: Path | None) -> str:
+    return f"sparky ingest {export or 'EXPORT'}{_file_args(progress_file)}"
+
+
+def _rebuild_hint(progress_file: Path, export: Path | None = None) -> str:
+    return f"sparky progress --rebuild --export {export or 'EXPORT'}{_file_args(progress_file)}"
+
+
+cli.add_command(progress_command)

@@ -1,0 +1,179 @@
+"""One raw ChatGPT conversation (a dict from conversations.json) -> a Conversation of its visible branch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+
+from ..models import Conversation, Message
+
+SOURCE = "chatgpt"
+TEXT_TYPES = frozenset({"text", "multimodal_text", "code"})
+SKIPPED_ROLES = frozenset({"system", "tool"})
+HIDDEN_CHANNELS = frozenset({"analysis", "commentary"})
+CITATION = re.compile(r"[ \t]*(?:【[^【】]*†[^【】]*】|\ue200[^\ue201]*\ue201)")
+
+
+class MalformedConversation(Exception):
+    """The conversation's structure cannot be read; the reader reports and skips it."""
+
+
+def clean(text: str) -> str:
+    """Text safe to store and encode: no NUL bytes, lone surrogates replaced."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def epoch(value: object) -> float | None:
+    """A finite epoch-seconds number as float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def convert(raw: object, counts: Counter[str]) -> Conversation:
+    """The conversation's current branch with its visible user/assistant text; adds left-out kinds to counts."""
+    if not isinstance(raw, dict):
+        raise MalformedConversation("conversation is not a JSON object")
+    mapping = raw.get("mapping")
+    if not isinstance(mapping, dict):
+        raise MalformedConversation("'mapping' is not an object")
+    conversation_id = conversation_id_of(raw)
+    local: Counter[str] = Counter()
+    messages: list[Message] = []
+    for node_id in branch(mapping, raw.get("current_node")):
+        kept = _visible(mapping[node_id], local)
+        if kept is None:
+            continue
+        message, role, text = kept
+        message_id = message.get("id")
+        messages.append(Message(
+            conversation_id=conversation_id,
+            id=clean(message_id) if isinstance(message_id, str) and message_id else clean(node_id),
+            role=role,
+            created_at=epoch(message.get("create_time")),
+            text=text,
+            position=len(messages),
+        ))
+    counts.update(local)
+    title = raw.get("title")
+    return Conversation(
+        source=SOURCE,
+        id=conversation_id,
+        title=(clean(title).strip() or "Untitled") if isinstance(title, str) else "Untitled",
+        created_at=epoch(raw.get("create_time")),
+        updated_at=epoch(raw.get("update_time")),
+        messages=tuple(messages),
+    )
+
+
+def conversation_id_of(raw: dict) -> str:
+    """`id`, else `conversation_id`, else a stable "anon-" id hashed from the conversation's content."""
+    for field in ("id", "conversation_id"):
+        value = raw.get(field)
+        if isinstance(value, str) and value.strip():
+            return clean(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    canonical = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
+    return "anon-" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def branch(mapping: dict, current: object) -> list[str]:
+    """Node ids from the root to `current` (or the newest leaf), stopping at cycles and dangling parents."""
+    node_id = current if isinstance(current, str) and current in mapping else newest_leaf(mapping)
+    path: list[str] = []
+    seen: set[str] = set()
+    while isinstance(node_id, str) and node_id in mapping and node_id not in seen:
+        seen.add(node_id)
+        path.append(node_id)
+        node = mapping[node_id]
+        node_id = node.get("parent") if isinstance(node, dict) else None
+    path.reverse()
+    return path
+
+
+def newest_leaf(mapping: dict) -> str | None:
+    """The node without children in the mapping whose message is newest (ties: the last in mapping order)."""
+    best: str | None = None
+    best_time = -math.inf
+    for node_id, node in mapping.items():
+        children = node.get("children") if isinstance(node, dict) else None
+        if isinstance(children, list) and any(isinstance(c, str) and c in mapping for c in children):
+            continue
+        message = node.get("message") if isinstance(node, dict) else None
+        created = epoch(message.get("create_time")) if isinstance(message, dict) else None
+        created = -math.inf if created is None else created
+        if created >= best_time:
+            best, best_time = node_id, created
+    return best
+
+
+def _visible(node: object, counts: Counter[str]) -> tuple[dict, str, str] | None:
+    """(message, role, text) when the node is a message the user saw; otherwise counts why not."""
+    message = node.get("message") if isinstance(node, dict) else None
+    if message is None:
+        return None
+    if not isinstance(message, dict):
+        counts["malformed_message"] += 1
+        return None
+    content = message.get("content")
+    content = content if isinstance(content, dict) else {}
+    author = message.get("author")
+    role = author.get("role") if isinstance(author, dict) else None
+    role = role if isinstance(role, str) else "unknown"
+    reason = _hidden_reason(message, content, role)
+    if reason:
+        counts[reason] += 1
+        return None
+    text = _text(content)
+    if role == "assistant" and ("【" in text or "\ue200" in text):
+        text = CITATION.sub("", text)
+    return message, role, text
+
+
+def _hidden_reason(message: dict, content: dict, role: str) -> str | None:
+    """Why a message is left out by default (its content type, role, hidden flag, tool call or channel)."""
+    content_type = content.get("content_type")
+    if content_type not in TEXT_TYPES:
+        return content_type[:40] if isinstance(content_type, str) and content_type else "unknown_content"
+    if role in SKIPPED_ROLES:
+        return role
+    metadata = message.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    if metadata.get("is_user_system_message") is True:
+        return "user_system_message"
+    if metadata.get("is_visually_hidden_from_conversation") is True or epoch(message.get("weight")) == 0:
+        return "hidden"
+    if message.get("recipient") not in (None, "all"):
+        return "tool_call"
+    if message.get("channel") in HIDDEN_CHANNELS:
+        return message["channel"]
+    return None
+
+
+def _text(content: dict) -> str:
+    """The visible text: string parts and audio transcriptions, or a code block's text."""
+    if content.get("content_type") == "code":
+        text = content.get("text")
+        return clean(text) if isinstance(text, str) else ""
+    parts = content.get("parts")
+    if isinstance(parts, str):
+        parts = [parts]
+    if not isinstance(parts, list):
+        return ""
+    pieces = []
+    for part in parts:
+        if isinstance(part, dict) and part.get("content_type") == "audio_transcription":
+            part = part.get("text")
+        if isinstance(part, str) and part:
+            pieces.append(part)
+    return clean("\n".join(pieces))

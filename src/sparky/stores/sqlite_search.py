@@ -1,0 +1,227 @@
+"""The SQLite side of search: exact cosine k-NN over the float32 blobs and FTS5 BM25, filters in SQL.
+
+The vector matrix is read once per process and store file and kept; it is re-read when the chunk count
+or the largest chunk id changes (an ingestion ran meanwhile). Filters are applied before any top-k cut:
+the keyword query joins them in SQL, and the vector side scores only the chunk ids SQL selects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from .sqlite import SQLiteStore
+
+_FETCH_ROWS = 4096
+_QUERY_PARAMS = 900  # stay under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class StoreFilters:
+    """Filters in store terms: conversation rows instead of ids or titles, dates as epoch seconds."""
+
+    role: str | None = None
+    source: str | None = None
+    conversations: tuple[int, ...] | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    """A message's best chunk on one side of the search, with that side's score (higher is better)."""
+
+    message: int
+    chunk: int
+    score: float
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """A stored message with the conversation it belongs to."""
+
+    id: int
+    key: str
+    conversation: int
+    conversation_id: str
+    title: str
+    source: str
+    role: str
+    created_at: float | None
+    position: int
+    text: str
+
+
+@dataclass
+class _Matrix:
+    """Every chunk vector of one store, in chunk id order."""
+
+    count: int
+    max_id: int
+    ids: np.ndarray  # int64 chunk ids, ascending
+    messages: np.ndarray  # int64 message id of each chunk
+    vectors: np.ndarray  # float32 (count, dimensions)
+
+
+_MATRICES: dict[str, _Matrix] = {}
+
+_MESSAGE_COLUMNS = (
+    "m.id, m.key, m.conversation, v.conversation_id, v.title, v.source, m.role,"
+    " coalesce(m.created_at, v.created_at), m.position, m.text"
+)
+
+
+class SQLiteSearch:
+    """Search queries over one open ``SQLiteStore``."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.db = store.db
+
+    def message_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+    def conversations_matching(self, text: str) -> list[int]:
+        """Rows of conversations whose id is ``text`` or whose title contains it (case-insensitive)."""
+        needle = text.casefold()
+        return [
+            row
+            for row, conversation_id, title in self.db.execute("SELECT id, conversation_id, title FROM conversations")
+            if conversation_id == text or needle in title.casefold()
+        ]
+
+    def vector_search(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
+        """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass."""
+        matrix = self._matrix(query.shape[-1])
+        where, params = _where(filters)
+        if where:
+            wanted = np.fromiter(
+                (row[0] for row in self.db.execute(
+                    "SELECT c.id FROM chunks c JOIN messages m ON m.id = c.message"
+                    f" JOIN conversations v ON v.id = m.conversation WHERE {where} ORDER BY c.id", params)),
+                dtype=np.int64,
+            )
+            rows = np.searchsorted(matrix.ids, wanted).clip(max=max(len(matrix.ids) - 1, 0))
+            rows = rows[matrix.ids[rows] == wanted] if len(matrix.ids) else rows[:0]
+            scores = matrix.vectors[rows] @ query
+        else:
+            rows = np.arange(len(matrix.ids))
+            scores = matrix.vectors @ query
+        return _best_per_message(scores, matrix.ids[rows], matrix.messages[rows], limit)
+
+    def keyword_search(self, match: str, filters: StoreFilters, limit: int) -> list[ChunkHit]:
+        """The ``limit`` messages whose best chunk ranks highest by BM25 for the FTS5 ``match`` expression."""
+        where, params = _where(filters)
+        rows = self.db.execute(
+            "WITH found AS MATERIALIZED (SELECT rowid AS chunk, bm25(chunks_fts) AS rank FROM chunks_fts"
+            " WHERE chunks_fts MATCH ?)"
+            " SELECT c.message, c.id, min(found.rank) AS best FROM found JOIN chunks c ON c.id = found.chunk"
+            " JOIN messages m ON m.id = c.message JOIN conversations v ON v.id = m.conversation"
+            f" {'WHERE ' + where if where else ''} GROUP BY c.message ORDER BY best, c.message LIMIT ?",
+            [match, *params, limit],
+        )
+        return [ChunkHit(message, chunk, -rank) for message, chunk, rank in rows]
+
+    def messages(self, ids: Sequence[int]) -> dict[int, MessageRow]:
+        """Stored messages by row id."""
+        found: dict[int, MessageRow] = {}
+        for start in range(0, len(ids), _QUERY_PARAMS):
+            part = list(ids[start : start + _QUERY_PARAMS])
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations v ON v.id = m.conversation"
+                f" WHERE m.id IN ({marks})", part,
+            ):
+                found[row[0]] = MessageRow(*row)
+        return found
+
+    def chunk_texts(self, ids: Sequence[int]) -> dict[int, str]:
+        """Chunk texts by chunk id."""
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), _QUERY_PARAMS):
+            part = list(ids[start : start + _QUERY_PARAMS])
+            marks = ",".join("?" * len(part))
+            found.update(self.db.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", part))
+        return found
+
+    def neighbours(self, message: MessageRow, count: int) -> tuple[list[MessageRow], list[MessageRow]]:
+        """Up to ``count`` stored messages before and after ``message`` in its conversation, in order."""
+        query = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations v ON v.id = m.conversation"
+            " WHERE m.conversation = ? AND m.position {} ? ORDER BY m.position {} LIMIT ?"
+        )
+        before = [MessageRow(*row) for row in self.db.execute(
+            query.format("<", "DESC"), (message.conversation, message.position, count))]
+        after = [MessageRow(*row) for row in self.db.execute(
+            query.format(">", "ASC"), (message.conversation, message.position, count))]
+        return before[::-1], after
+
+    def _matrix(self, dimensions: int) -> _Matrix:
+        count, max_id = self.db.execute("SELECT count(*), coalesce(max(id), 0) FROM chunks").fetchone()
+        cached = _MATRICES.get(self.store.url)
+        if cached is not None and (cached.count, cached.max_id) == (count, max_id):
+            return cached
+        matrix = _load_matrix(self.store, count, max_id, dimensions)
+        _MATRICES[self.store.url] = matrix
+        return matrix
+
+
+def _load_matrix(store: SQLiteStore, count: int, max_id: int, dimensions: int) -> _Matrix:
+    ids = np.empty(count, dtype=np.int64)
+    messages = np.empty(count, dtype=np.int64)
+    vectors = np.empty((count, dimensions), dtype=np.float32)
+    cursor = store.db.execute("SELECT id, message, vector FROM chunks WHERE id <= ? ORDER BY id", (max_id,))
+    filled = 0
+    while rows := cursor.fetchmany(_FETCH_ROWS):
+        rows = rows[: count - filled]
+        end = filled + len(rows)
+        blob = b"".join(row[2] for row in rows)
+        if len(blob) != len(rows) * dimensions * 4:
+            raise StoreError(f"{store.path}: stored vectors do not have {dimensions} dimensions")
+        ids[filled:end] = [row[0] for row in rows]
+        messages[filled:end] = [row[1] for row in rows]
+        vectors[filled:end] = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimensions)
+        filled = end
+    return _Matrix(filled, max_id, ids[:filled], messages[:filled], vectors[:filled])
+
+
+def _best_per_message(scores: np.ndarray, chunks: np.ndarray, messages: np.ndarray, limit: int) -> list[ChunkHit]:
+    """Top ``limit`` messages by their best chunk's score, looking at as few top chunks as suffice."""
+    total = len(scores)
+    depth = min(total, limit * 4)
+    while True:
+        top = np.argpartition(-scores, depth - 1)[:depth] if 0 < depth < total else np.arange(total)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        _, first = np.unique(messages[top], return_index=True)
+        if len(first) >= limit or depth >= total:
+            break
+        depth = min(total, depth * 4)
+    best = top[np.sort(first)[:limit]]
+    return [ChunkHit(int(messages[i]), int(chunks[i]), float(scores[i])) for i in best]
+
+
+def _where(filters: StoreFilters) -> tuple[str, list]:
+    """SQL conditions over ``m`` (messages) and ``v`` (conversations) for the filters, and their parameters."""
+    clauses: list[str] = []
+    params: list = []
+    if filters.role:
+        clauses.append("m.role = ?")
+        params.append(filters.role)
+    if filters.source:
+        clauses.append("v.source = ?")
+        params.append(filters.source)
+    if filters.conversations is not None:
+        clauses.append(f"m.conversation IN ({','.join('?' * len(filters.conversations))})")
+        params.extend(filters.conversations)
+    if filters.since is not None:
+        clauses.append("coalesce(m.created_at, v.created_at) >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        clauses.append("coalesce(m.created_at, v.created_at) < ?")
+        params.append(filters.until)
+    return " AND ".join(clauses), params

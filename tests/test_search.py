@@ -1,0 +1,378 @@
+"""Memory search against real SQLite stores filled with real MiniLM embeddings."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sparky.cli import cli
+from sparky.embedders import get_embedder
+from sparky.models import Conversation, Message
+from sparky.search import Filters, Searcher, SearchError, fts_query, open_for_search, parse_when
+from sparky.stores import MessageRecord
+from sparky.stores.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def day(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+# (source, conversation id, title, created, [(role, created or None, text), ...])
+CONVERSATIONS = [
+    ("chatgpt", "conv-docker", "Docker on the new Ubuntu laptop", "2024-01-10", [
+        ("user", "2024-01-10", "Running docker ps gives: permission denied while trying to connect to the "
+                               "Docker daemon socket at unix:///var/run/docker.sock"),
+        ("assistant", "2024-01-10", "Your user is not in the docker group. Run sudo usermod -aG docker $USER, "
+                                    "then log out and back in so the new group applies."),
+        ("user", "2024-01-10", "That worked, thanks! docker ps lists my containers now."),
+        ("assistant", "2024-01-10", "Glad it works. Avoid running the daemon as root for everyday use."),
+    ]),
+    ("claude", "conv-bread", "Sourdough starter trouble", "2024-03-05", [
+        ("user", None, "My sourdough starter has not bubbled at all after three days on the counter."),
+        ("assistant", None, "Keep the starter around 24 °C and feed it twice a day with equal weights of "
+                            "flour and water; rye flour wakes it up faster."),
+        ("user", "2024-03-07", "Unrelated: is docker installed on the kitchen laptop?"),
+    ]),
+    ("chatgpt", "conv-python", "Python import errors", "2023-11-20", [
+        ("user", "2023-11-20", "ModuleNotFoundError: No module named 'numpy' even though I installed it"),
+        ("assistant", "2023-11-20", "You probably installed numpy into another interpreter. Activate the "
+                                    "virtual environment, then run python -m pip install numpy."),
+    ]),
+    ("chatgpt", "conv-travel", "Voyage au Japon", "2024-06-01", [
+        ("user", "2024-06-01", "東京で一番おいしいラーメン屋はどこですか"),
+        ("assistant", "2024-06-01", "Ichiran in Shibuya is a popular choice for tonkotsu ramen."),
+        ("user", "2024-06-02", "Quel temps fera-t-il à Kyoto en avril ? 🎉 On part fêter un anniversaire."),
+    ]),
+    ("chatgpt", "conv-compose", "Compose notes", "2024-02-15", [
+        ("assistant", "2024-02-15", f"Docker compose note {i}: docker compose up starts the docker services; "
+                                    f"docker compose logs shows docker output for service {i}.")
+        for i in range(12)
+    ]),
+]
+
+
+def records(conversations=CONVERSATIONS) -> list[MessageRecord]:
+    embedder = get_embedder("minilm")
+    result = []
+    for source, conversation_id, title, created, messages in conversations:
+        conversation = Conversation(source, conversation_id, title, day(created), None)
+        items = [Message(conversation_id, f"{conversation_id}-{position}", role, day(when) if when else None,
+                         text, position * 2)  # gaps: positions of dropped messages are not stored
+                 for position, (role, when, text) in enumerate(messages)]
+        vectors = embedder.embed([message.text for message in items])
+        for message, vector in zip(items, vectors):
+            result.append(MessageRecord(message.key(source), conversation, message, (message.text,),
+                                        np.asarray(vector, dtype=np.float32)[None, :]))
+    return result
+
+
+def make_store(path: Path, conversations=CONVERSATIONS) -> Path:
+    embedder = get_embedder("minilm")
+    store = SQLiteStore(path)
+    store.ensure_schema(embedder.model, embedder.dimensions)
+    store.upsert(records(conversations))
+    store.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("search") / "memory.db")
+
+
+@pytest.fixture()
+def searcher(store_path):
+    store = open_for_search(str(store_path))
+    yield Searcher(store)
+    store.close()
+
+
+def texts(results) -> list[str]:
+    return [result.text for result in results]
+
+
+def all_messages(store_path: Path) -> list[tuple]:
+    """(text, role, source, conversation id, title, date) of every stored message."""
+    with sqlite3.connect(store_path) as db:
+        return db.execute(
+            "SELECT m.text, m.role, v.source, v.conversation_id, v.title, coalesce(m.created_at, v.created_at)"
+            " FROM messages m JOIN conversations v ON v.id = m.conversation"
+        ).fetchall()
+
+
+def search_cli(store_path: Path, *args: str):
+    return CliRunner().invoke(cli, ["search", *args, "--db", str(store_path)])
+
+
+# Ranking facts
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_exact_error_text_is_found_first(searcher, mode):
+    results = searcher.search("ModuleNotFoundError", k=5, mode=mode)
+    assert results[0].text.startswith("ModuleNotFoundError: No module named 'numpy'")
+    assert (0, len("ModuleNotFoundError")) in results[0].highlights
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_exact_command_is_found_first(searcher, mode):
+    assert "usermod -aG docker" in searcher.search("usermod", k=3, mode=mode)[0].text
+
+
+def test_paraphrase_is_found_by_meaning(searcher):
+    results = searcher.search("my yeast culture refuses to rise", k=3, mode="vector")
+    assert results[0].text.startswith("My sourdough starter has not bubbled")
+    assert results[0].vector_score is not None and results[0].keyword_score is None
+
+
+def test_hybrid_finds_the_question_behind_the_issue_query(searcher):
+    results = searcher.search("how did I fix the docker permission error", k=5)
+    assert any("usermod -aG docker" in text for text in texts(results))
+    assert any("permission denied while trying to connect" in text for text in texts(results))
+
+
+def test_a_message_appears_once_with_its_best_chunk(tmp_path):
+    embedder = get_embedder("minilm")
+    store = SQLiteStore(tmp_path / "chunks.db")
+    store.ensure_schema(embedder.model, embedder.dimensions)
+    conversation = Conversation("chatgpt", "c", "Long answer", day("2024-01-01"), None)
+    parts = ("Kubernetes pods restart because the liveness probe fails.",
+             "Bananas ripen faster in a paper bag.",
+             "Increase the probe's initialDelaySeconds so the pod can start.")
+    message = Message("c", "m", "assistant", day("2024-01-01"), " ".join(parts), 0)
+    store.upsert([MessageRecord(message.key("chatgpt"), conversation, message, parts, embedder.embed(list(parts)))])
+    results = Searcher(store).search("ripening bananas in a bag", k=5, mode="hybrid")
+    store.close()
+    assert len(results) == 1
+    assert "Bananas" in results[0].snippet and results[0].highlights
+
+
+# Filters: applied before the top-k cut
+
+def test_filter_reaches_past_the_unfiltered_top_k(searcher):
+    unfiltered = texts(searcher.search("docker", k=3, mode="keyword"))
+    assert not any("kitchen laptop" in text for text in unfiltered)
+    for mode in ("keyword", "hybrid", "vector"):
+        filtered = searcher.search("docker", k=3, mode=mode, filters=Filters(source="claude"))
+        assert "Unrelated: is docker installed on the kitchen laptop?" in texts(filtered), mode
+
+
+def test_keyword_filter_returns_every_match_that_exists(searcher, store_path):
+    results = searcher.search("docker", k=100, mode="keyword", filters=Filters(role="user"))
+    expected = {text for text, role, *_ in all_messages(store_path) if role == "user" and "docker" in text.lower()}
+    assert set(texts(results)) == expected and len(expected) == 3
+
+
+@pytest.mark.parametrize("filters, keep", [
+    (Filters(role="user"), lambda m: m[1] == "user"),
+    (Filters(role="assistant"), lambda m: m[1] == "assistant"),
+    (Filters(source="claude"), lambda m: m[2] == "claude"),
+    (Filters(source="chatgpt"), lambda m: m[2] == "chatgpt"),
+    (Filters(conversation="conv-python"), lambda m: m[3] == "conv-python"),
+    (Filters(conversation="UBUNTU laptop"), lambda m: m[3] == "conv-docker"),
+    (Filters(conversation="o"), lambda m: "o" in m[4].lower()),
+    (Filters(since=parse_when("2024-03-05")), lambda m: m[5] >= day("2024-03-05")),
+    (Filters(until=parse_when("2024-01-10", end=True)), lambda m: m[5] < day("2024-01-11")),
+    (Filters(since=parse_when("2024-03"), until=parse_when("2024-03", end=True)),
+     lambda m: day("2024-03-01") <= m[5] < day("2024-04-01")),
+    (Filters(role="user", source="chatgpt", since=parse_when("2024")),
+     lambda m: m[1] == "user" and m[2] == "chatgpt" and m[5] >= day("2024-01-01")),
+])
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_each_filter_returns_exactly_the_messages_that_pass(searcher, store_path, filters, keep, mode):
+    results = searcher.search("anything at all", k=100, mode=mode, filters=filters)
+    expected = sorted(m[0] for m in all_messages(store_path) if keep(m))
+    assert expected and sorted(texts(results)) == expected
+
+
+def test_date_filter_uses_the_conversation_date_when_the_message_has_none(searcher):
+    march_5 = Filters(since=parse_when("2024-03-05"), until=parse_when("2024-03-05", end=True))
+    results = searcher.search("starter", k=10, mode="vector", filters=march_5)
+    assert {r.text[:20] for r in results} == {"My sourdough starter", "Keep the starter aro"}
+    assert all(r.created_at == day("2024-03-05") for r in results)
+
+
+def test_unknown_conversation_is_a_clear_error(searcher):
+    with pytest.raises(SearchError, match="no conversation"):
+        searcher.search("docker", filters=Filters(conversation="no such thing"))
+
+
+def test_dates_parse_to_utc_periods():
+    assert parse_when("2024-02", end=True) == day("2024-03-01")
+    assert parse_when("2024-12", end=True) == day("2025-01-01")
+    assert parse_when("2024-01-31T10:00", end=True) == day("2024-01-31T10:01")
+    assert parse_when("2024-01-31T10:00:00+02:00") == day("2024-01-31T08:00")
+    with pytest.raises(SearchError, match="not a date"):
+        parse_when("last tuesday")
+
+
+# Context expansion
+
+def test_context_adds_neighbours_of_the_same_conversation_in_order(searcher):
+    hit = searcher.search("usermod", k=1, mode="keyword", context=1)[0]
+    assert [m.text[:13] for m in hit.before] == ["Running docke"]
+    assert [m.text[:13] for m in hit.after] == ["That worked, "]
+    wide = searcher.search("usermod", k=1, mode="keyword", context=5)[0]
+    assert len(wide.before) == 1 and len(wide.after) == 2
+    assert [m.position for m in (*wide.before, wide, *wide.after)] == [0, 2, 4, 6]
+
+
+def test_context_ignores_the_role_filter(searcher):
+    hit = searcher.search("usermod", k=1, mode="keyword", context=1, filters=Filters(role="assistant"))[0]
+    assert hit.before[0].role == "user" and hit.after[0].role == "user"
+
+
+# Output formats
+
+def test_json_format_is_one_document(store_path):
+    result = search_cli(store_path, "docker permission", "--format", "json", "-k", "2", "--context", "1")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["query"] == "docker permission" and document["mode"] == "hybrid"
+    assert len(document["results"]) == 2
+    first = document["results"][0]
+    assert {"title", "created_at", "role", "score", "snippet", "highlights", "before", "after"} <= set(first)
+    assert first["created_at"].endswith("Z")
+
+
+def test_context_format_is_a_prompt_ready_block(store_path):
+    result = search_cli(store_path, "usermod", "--format", "context", "-k", "1", "--context", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "[1] Docker on the new Ubuntu laptop · 2024-01-10 · chatgpt"
+    assert lines[1].startswith("user: Running docker ps")
+    assert lines[2].startswith("assistant: Your user is not in the docker group")
+    assert lines[3].startswith("user: That worked")
+
+
+def test_table_is_the_default_even_when_not_a_terminal(store_path):
+    result = search_cli(store_path, "sourdough starter", "-k", "2", "--mode", "keyword")
+    assert result.exit_code == 0, result.output
+    assert "Sourdough starter" in result.output and "BM25" in result.output and "┃" in result.output
+
+
+def test_every_option_of_the_command(store_path):
+    result = search_cli(store_path, "docker", "-k", "5", "--role", "user", "--conversation", "ubuntu",
+                        "--since", "2024-01-01", "--until", "2024-12-31", "--source", "chatgpt",
+                        "--context", "2", "--mode", "vector", "--format", "json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["results"]
+    assert {r["text"][:12] for r in found} == {"Running dock", "That worked,"}
+
+
+def test_no_match_says_so(store_path):
+    result = search_cli(store_path, "zyzzyva", "--mode", "keyword")
+    assert result.exit_code == 0 and "No messages match." in result.output
+
+
+# Odd queries
+
+ODD_QUERIES = ['"unbalanced', 'say "hello" there', "AND OR NOT NEAR", "NEAR(docker permission, 2)", "dock*",
+               "*", '"', ":", "title: docker", "(docker) AND (", "docker -permission", "^start", "🎉",
+               "東京 ラーメン", "fêter l'anniversaire", "C++ && ||", "ModuleNotFoundError: 'numpy'", "{ } [ ]"]
+
+
+@pytest.mark.parametrize("query", ODD_QUERIES)
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_odd_queries_are_never_read_as_fts_syntax(searcher, query, mode):
+    searcher.search(query, k=3, mode=mode)
+
+
+def test_odd_queries_still_match_their_words(searcher):
+    assert searcher.search("東京で一番おいしいラーメン屋はどこですか", k=1, mode="keyword")[0].title == "Voyage au Japon"
+    assert "Kyoto" in searcher.search("à Kyoto?", k=1, mode="keyword")[0].text
+    assert "numpy" in searcher.search('ModuleNotFoundError: "numpy"', k=1, mode="keyword")[0].text
+    assert searcher.search("🎉", k=3, mode="keyword") == []
+
+
+def test_fts_query_quotes_every_term():
+    assert fts_query('how did I fix "the" docker NEAR error*') == '"fix" OR "docker" OR "NEAR" OR "error*"'
+    assert fts_query('say "hello" (now)') == '"say" OR """hello""" OR "(now)"'
+    assert fts_query("the how") == '"the" OR "how"'
+    assert fts_query("* : ( ) 🎉") is None
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_is_a_clear_error(store_path, query):
+    result = search_cli(store_path, query)
+    assert result.exit_code == 2 and "empty query" in result.output
+
+
+# Errors
+
+def test_missing_database_is_not_created(tmp_path):
+    missing = tmp_path / "nothing.db"
+    result = search_cli(missing, "docker")
+    assert result.exit_code == 2 and "sparky ingest" in result.output
+    assert not missing.exists()
+
+
+def test_default_database_is_beside_the_progress_file(tmp_path):
+    progress = tmp_path / "progress.json"
+    result = CliRunner().invoke(cli, ["search", "docker", "--progress-file", str(progress)])
+    assert result.exit_code == 2 and str(tmp_path / "sparky_memory.db") in result.output
+
+
+def test_empty_store_is_a_clear_error(tmp_path):
+    embedder = get_embedder("minilm")
+    store = SQLiteStore(tmp_path / "empty.db")
+    store.ensure_schema(embedder.model, embedder.dimensions)
+    store.close()
+    result = search_cli(tmp_path / "empty.db", "docker")
+    assert result.exit_code == 2 and "empty" in result.output
+
+
+def test_file_that_is_not_a_store_is_left_alone(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (x)")
+    result = search_cli(other, "docker")
+    assert result.exit_code == 2 and "not a Sparky memory store" in result.output
+    with sqlite3.connect(other) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
+
+
+def test_store_of_another_model_refuses_vector_search_but_allows_keywords(tmp_path, store_path):
+    other = tmp_path / "other-model.db"
+    other.write_bytes(store_path.read_bytes())
+    with sqlite3.connect(other) as db:
+        db.execute("UPDATE meta SET value = 'someone/else' WHERE name = 'model'")
+    result = search_cli(other, "docker")
+    assert result.exit_code == 2 and "built with embedding model someone/else" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert search_cli(other, "docker", "--mode", "keyword").exit_code == 0
+
+
+def test_new_messages_are_found_after_the_cached_matrix_goes_stale(tmp_path):
+    path = make_store(tmp_path / "grow.db", CONVERSATIONS[:1])
+    store = open_for_search(str(path))
+    searcher = Searcher(store)
+    assert "sourdough" not in searcher.search("sourdough starter", k=1, mode="vector")[0].text
+    writer = SQLiteStore(path)
+    writer.upsert(records(CONVERSATIONS[1:2]))
+    writer.close()
+    assert "sourdough" in searcher.search("sourdough starter", k=1, mode="vector")[0].text
+    store.close()
+
+
+# The original script and start-up
+
+def test_retrieve_similar_shim_and_keyword_mode_without_the_model(store_path):
+    done = subprocess.run([sys.executable, str(ROOT / "retrieve_similar.py"), "usermod", "--db", str(store_path),
+                           "--format", "context", "-k", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[1] Docker on the new Ubuntu laptop")
+    code = ("import sys; from sparky.search import Searcher, open_for_search; "
+            f"Searcher(open_for_search({str(store_path)!r})).search('docker', mode='keyword'); "
+            "print(sorted(m for m in ('onnxruntime', 'tokenizers', 'rich.progress') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stderr

@@ -132,11 +132,12 @@ def cold_start(db: Path, query: str, runs: int = 5) -> None:
 
 
 def synthesise(db: Path, target_chunks: int, seed: int = 1) -> None:
-    """Add generated messages (random unit vectors, text drawn from the store's own words) up to the target."""
+    """Add generated messages up to the target: random unit vectors, and text drawn from the store's own
+    words with their own frequencies (so rare terms stay rare and common ones common)."""
     rng = np.random.default_rng(seed)
     conn = sqlite3.connect(db, isolation_level=None)
     count, dimensions = conn.execute("SELECT count(*), length(vector) / 4 FROM chunks").fetchone()
-    words = np.array(sorted({w for (t,) in conn.execute("SELECT text FROM chunks LIMIT 5000") for w in t.split()}))
+    words = np.array([w for (t,) in conn.execute("SELECT text FROM chunks LIMIT 20000") for w in t.split()])
     conn.execute("BEGIN")
     conversation = None
     for number in range(target_chunks - count):

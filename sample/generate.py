@@ -247,7 +247,7 @@ class ConversationMaker:
             parent = self.node(parent, "assistant", {"content_type": "code", "language": "unknown",
                                                      "text": f"search(\"{rng.choice(topic['noun'])}\")"},
                                recipient="web.run")
-            parent = self.node(parent, "tool", {"content_type": "tether_browsing_display", "result": "", "summary": None})
+            parent = self.node(parent, "tool", {"content_type": "tether_browsing_display", "result": ""})
         return self.text_node(parent, "assistant", self.text.answer(topic))
 
     def build(self, meaningful: int, topic: dict[str, list[str]]) -> str:
@@ -290,10 +290,11 @@ def conversations(count: int, messages: int, seed: int) -> Iterator[dict]:
         maker = ConversationMaker(rng, text, start)
         leaf = maker.build(meaningful, topics[topic_index])
         conversation_id = uid(rng)
-        title = None if rng.random() < 0.03 else f"{names[topic_index].capitalize()}: {rng.choice(topics[topic_index]['noun'])}"
-        conversation = {"title": title, "create_time": round(start, 3), "update_time": round(maker.time, 3),
-                        "mapping": maker.mapping, "current_node": leaf, "conversation_id": conversation_id,
-                        "default_model_slug": "gpt-4o", "is_archived": False, "id": conversation_id}
+        title = f"{names[topic_index].capitalize()}: {rng.choice(topics[topic_index]['noun'])}"
+        conversation = {"title": None if rng.random() < 0.03 else title, "create_time": round(start, 3),
+                        "update_time": round(maker.time, 3), "mapping": maker.mapping, "current_node": leaf,
+                        "conversation_id": conversation_id, "default_model_slug": "gpt-4o",
+                        "is_archived": False, "id": conversation_id}
         if rng.random() < 0.05:
             del conversation["update_time"]
         yield conversation

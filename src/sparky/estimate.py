@@ -147,31 +147,42 @@ def estimate_time(
     open_reader: Callable[[], "ExportReader"] | None,
     get_embedder: Callable[[str], "Embedder"] | None = None,
 ) -> Estimate:
-    """The estimate for a progress document (None before any run), reading the export only when needed."""
-    model = ((progress or {}).get("embedder") or {}).get("model")
-    api = is_api_model(model)
+    """The estimate for a progress document (None before any run), reading the export only when needed.
+
+    ``open_reader`` opens the export (for the API tokens and the calibration); ``get_embedder`` builds the
+    local embedder to calibrate with (default: ``sparky.embedders.get_embedder``).
+    """
     remaining = _remaining_from(progress)
-    estimate = from_sessions(progress["sessions"], remaining) if progress and remaining is not None else None
     if remaining == 0:
         return Estimate(0, note="Nothing left to ingest.")
+    model = ((progress or {}).get("embedder") or {}).get("model")
+    api = is_api_model(model)
+    estimate = from_sessions(progress["sessions"], remaining) if progress and remaining else None
     if estimate is not None and not api:
         return estimate
+    fallback = estimate or Estimate(remaining or 0)
     if open_reader is None:
-        return estimate or Estimate(remaining or 0, note="Name the export with --export to estimate the time.")
+        fallback.note = "Name the export with --export to estimate the rest."
+        return fallback
     try:
         survey = survey_remaining(open_reader(), set((progress or {}).get("processed_messages") or []))
     except InputError as exc:
-        return estimate or Estimate(remaining or 0, note=f"No estimate: {exc}")
+        fallback.note = f"No estimate from the export: {exc}"
+        return fallback
     remaining = survey.messages if remaining is None else remaining
+    fallback.remaining_messages = remaining
     if api:
-        estimate = estimate or Estimate(
-            remaining, note="The time is measured during the first session (an API embedder is not calibrated).")
-        estimate.api_tokens = math.ceil(survey.chars / CHARS_PER_TOKEN)
-        return estimate
+        fallback.api_tokens = math.ceil(survey.chars / CHARS_PER_TOKEN)
+        if estimate is None:
+            fallback.note = "The time is measured during the first session (an API embedder is not calibrated)."
+        return fallback
+    if not survey.sample:
+        return Estimate(0, note="Nothing left to ingest.")
     return _calibrated(remaining, survey.sample, model, get_embedder)
 
 
 def _remaining_from(progress: dict[str, Any] | None) -> int | None:
+    """Messages still to store by the file's counts; None before the first scan recorded them."""
     if not progress or not progress["stats"]["total_messages"]:
         return None
     stats = progress["stats"]
@@ -181,13 +192,10 @@ def _remaining_from(progress: dict[str, Any] | None) -> int | None:
 def _calibrated(
     remaining: int, sample: list[tuple[str, str]], model: str | None, get_embedder: Callable[[str], "Embedder"] | None
 ) -> Estimate:
-    if not sample:
-        return Estimate(remaining, note="Nothing left to ingest.")
-    if get_embedder is None:
-        from .embedders import get_embedder
-    from .embedders import local_embedder_name
+    from . import embedders
 
-    seconds = calibrate(sample, get_embedder(local_embedder_name(model) if model else DEFAULT_EMBEDDER))
+    factory = get_embedder or embedders.get_embedder
+    seconds = calibrate(sample, factory(embedders.local_embedder_name(model) if model else DEFAULT_EMBEDDER))
     rate = len(sample) / seconds
     estimate = Estimate(remaining, "calibration", 0, len(sample), seconds)
     return plan(estimate, rate * CALIBRATION_RANGE[0], rate * CALIBRATION_RANGE[1])

@@ -182,7 +182,7 @@ class Ingestion:
         return progress
 
     def _begin_session(self, fingerprint: str) -> None:
-        self.progress["export"] = {"path": str(self.reader.display_path), "fingerprint": fingerprint}
+        self.progress["export"] = {"path": os.path.abspath(self.reader.path), "fingerprint": fingerprint}
         self.progress["store"] = redact(self.store.url)
         self.progress["embedder"] = {"model": self.embedder.model, "dimensions": self.embedder.dimensions}
         self.progress["sessions"].append(

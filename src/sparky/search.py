@@ -157,6 +157,8 @@ class Searcher:
         return StoreFilters(filters.role, filters.source, rows, filters.since, filters.until)
 
     def _vector(self, query: str, where: StoreFilters, limit: int) -> list[ChunkHit]:
+        import numpy as np
+
         embedder = self._embedder()
         meta = self.store.meta()
         if meta.get("model") != embedder.model or meta.get("dimensions") != str(embedder.dimensions):
@@ -165,7 +167,7 @@ class Searcher:
                 f" dimensions), not {embedder.model} ({embedder.dimensions}); search with the same --embedder"
                 " or use --mode keyword"
             )
-        vector = embedder.embed([query])[0]
+        vector = np.asarray(embedder.embed([query]), dtype=np.float32)[0]
         return self.backend.vector_search(vector, where, limit)
 
     def _keyword(self, query: str, where: StoreFilters, limit: int) -> list[ChunkHit]:
@@ -189,9 +191,11 @@ class Searcher:
         terms = query_terms(query)
         results = []
         for message, score in ranked:
-            row = rows[message]
+            row = rows.get(message)
+            if row is None:  # removed by a reset since the vectors were read
+                continue
             chunk = (by_keyword.get(message) or by_vector[message]).chunk
-            snippet, spans = make_snippet(row.text, chunks[chunk], terms)
+            snippet, spans = make_snippet(row.text, chunks.get(chunk, ""), terms)
             before, after = self.backend.neighbours(row, context) if context else ([], [])
             results.append(SearchResult(
                 row.key, row.conversation_id, row.title, row.source, row.role, row.created_at, row.position,

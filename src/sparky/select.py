@@ -1,8 +1,9 @@
 """What a "meaningful message" is: small named rules, each counting what it dropped.
 
 A message is dropped by the first rule that matches. ``trivially_short`` is deliberately conservative:
-it drops only messages with fewer than 3 visible characters ("ok", "no", "👍", "好的") and pure
-acknowledgements ("thanks!", "got it", "sounds good"); a short real question such as "why?" is kept.
+it drops only messages with fewer than 3 letters or digits once punctuation and emoji are removed
+("ok!", "no", "👍", "好的") and pure acknowledgements ("Thanks!", "ok, thank you", "got it"); a short
+real question such as "why?" or "为什么" is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ACKNOWLEDGEMENTS = frozenset({
 })
 INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff]*")
 LONGEST_TRIVIAL = 40  # characters; no acknowledgement is longer, so longer texts skip the checks
-EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+NOT_A_WORD = re.compile(r"[\W_]+")  # punctuation, emoji, spaces and invisible characters
 
 Rule = Callable[[Message, Optional[Message]], bool]
 
@@ -48,14 +49,12 @@ def whitespace_only(message: Message, previous: Message | None) -> bool:
 
 
 def trivially_short(message: Message, previous: Message | None) -> bool:
-    """Fewer than 3 visible characters, or a pure acknowledgement such as "thanks!" or "got it"."""
+    """Under 3 letters or digits once punctuation and emoji are removed, or a pure acknowledgement ("thanks!")."""
     text = message.text.strip()
     if len(text) > LONGEST_TRIVIAL:
         return False
-    if len(INVISIBLE.sub("", text)) < 3:
-        return True
-    words = " ".join(text.lower().split())
-    return EDGE_PUNCTUATION.sub("", words) in ACKNOWLEDGEMENTS
+    words = NOT_A_WORD.sub(" ", text.lower()).strip()
+    return len(words.replace(" ", "")) < 3 or words in ACKNOWLEDGEMENTS
 
 
 def duplicate_in_conversation(message: Message, previous: Message | None) -> bool:

@@ -31,6 +31,7 @@ READ_SIZE = 64 * 1024
 FINGERPRINT_SPAN = 64 * 1024
 PROBE_ITEMS = 10  # this many unrecognised items before any conversation: not an export
 _NOT_EXPORT = "not a ChatGPT or Claude export (its items have neither 'mapping' nor 'chat_messages')"
+ESCAPE_TOKEN = re.compile(r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\.?", re.S)
 SURROGATE_ESCAPE = re.compile(
     r"\\\\|\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
 )
@@ -99,13 +100,21 @@ class _CleanJson:
 
 
 def _split_escape_tail(text: str) -> tuple[str, str]:
-    """Hold back a possibly incomplete escape at the end, cutting where a backslash run starts."""
-    cut = text.find("\\", max(len(text) - 12, 0))
-    if cut < 0:
+    """Hold back the escapes that start in the last 12 characters (a surrogate pair is 12 long).
+
+    The cut falls on an escape boundary: tokens are scanned from a backslash run found 40 characters
+    before the end, which resynchronises within one token, well before the last 12 characters.
+    """
+    limit = len(text) - 12
+    start = text.find("\\", max(limit - 28, 0))
+    if start < 0:
         return text, ""
-    while cut > 0 and text[cut - 1] == "\\":
-        cut -= 1
-    return text[:cut], text[cut:]
+    while start > 0 and text[start - 1] == "\\":
+        start -= 1
+    for token in ESCAPE_TOKEN.finditer(text, start):
+        if token.start() >= limit:
+            return text[: token.start()], text[token.start():]
+    return text, ""
 
 
 def _fix_surrogate_escapes(text: str) -> str:
@@ -280,14 +289,17 @@ class ExportReader:
                 found += 1
                 try:
                     conversation = chatgpt.convert(item, self.content_counts)
-                except MalformedConversation as error:
-                    self.skipped.append((_label(item, index), str(error)))
+                except Exception as error:  # one odd conversation never stops a run, whatever its oddity
+                    reason = str(error) if isinstance(error, MalformedConversation) else (
+                        f"unreadable ({type(error).__name__}: {error})")
+                    self.skipped.append((_label(item, index), reason))
                     continue
                 yield self._unique(conversation, seen)
+        name = self.files[0] if len(self.files) == 1 else self.display_path
         if index < 0:
-            raise InputError(f"{self.display_path}: the export holds no conversations (empty array)")
+            raise InputError(f"{name}: the export holds no conversations (empty array)")
         if not found:
-            raise InputError(f"{self.display_path}: {_NOT_EXPORT}")
+            raise InputError(f"{name}: {_NOT_EXPORT}")
 
     def _unique(self, conversation: Conversation, seen: dict[str, int]) -> Conversation:
         """The conversation, renamed "<id>#2", "#3", ... when its id was already used in this export."""

@@ -143,8 +143,10 @@ def _visible(node: object, counts: Counter[str]) -> tuple[dict, str, str] | None
 def _hidden_reason(message: dict, content: dict, role: str) -> str | None:
     """Why a message is left out by default (its content type, role, hidden flag, tool call or channel)."""
     content_type = content.get("content_type")
+    if not isinstance(content_type, str) or not content_type:
+        return "unknown_content"
     if content_type not in TEXT_TYPES:
-        return content_type[:40] if isinstance(content_type, str) and content_type else "unknown_content"
+        return content_type[:40]
     if role in SKIPPED_ROLES:
         return role
     metadata = message.get("metadata")
@@ -155,8 +157,9 @@ def _hidden_reason(message: dict, content: dict, role: str) -> str | None:
         return "hidden"
     if message.get("recipient") not in (None, "all"):
         return "tool_call"
-    if message.get("channel") in HIDDEN_CHANNELS:
-        return message["channel"]
+    channel = message.get("channel")
+    if isinstance(channel, str) and channel in HIDDEN_CHANNELS:
+        return channel
     return None
 
 

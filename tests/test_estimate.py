@@ -1,0 +1,128 @@
+"""The time estimate: its arithmetic on recorded sessions, API tokens, and the calibration before any session."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from sparky.cli import cli
+from sparky.estimate import estimate_time, format_duration, from_sessions, survey_remaining
+from sparky.progress import empty_progress
+from sparky.readers import ExportReader
+from sparky.report import estimate_lines
+from sparky.select import Selector
+
+HISTORY = [
+    {"started": "2025-01-14T09:00:00", "ended": "2025-01-14T10:00:00", "processed": 600, "seconds": 60.0},
+    {"started": "2025-01-15T09:00:00", "ended": "2025-01-15T09:05:00", "processed": 300, "seconds": 60.0},
+    {"started": "2025-01-15T20:00:00", "ended": "2025-01-15T20:00:05", "processed": 0, "seconds": 5.0},
+]
+
+
+def progress_with(total: int, done: int, sessions: list[dict], model: str = "sentence-transformers/all-MiniLM-L6-v2"):
+    progress = empty_progress()
+    progress["stats"].update(total_messages=total, processed_messages=done)
+    progress["sessions"] = sessions
+    progress["embedder"] = {"model": model, "dimensions": 384}
+    return progress
+
+
+def meaningful(export) -> list[tuple[str, str]]:
+    selector = Selector()
+    return [(m.key(c.source), m.text) for c in ExportReader(export).conversations() for m in selector.select(c)]
+
+
+def test_range_runs_from_the_slowest_to_the_fastest_session_and_ignores_idle_ones():
+    estimate = from_sessions(HISTORY, remaining=36_000)
+    assert (estimate.measured_sessions, estimate.measured_messages, estimate.measured_seconds) == (2, 900, 120.0)
+    assert (estimate.rate_low, estimate.rate_high) == (5.0, 10.0)  # 300/60 and 600/60; overall 7.5 lies inside
+    assert (estimate.seconds_low, estimate.seconds_high) == (3600.0, 7200.0)
+    assert (estimate.sessions_low, estimate.sessions_high) == (1, 2)  # 1 h in 2-hour sessions, 2 h in 1-hour ones
+    lines = estimate_lines(estimate)
+    assert "Total estimated time: 1h 00m - 2h 00m" in lines
+    assert "Can be run in sessions: 1-2 hours each (1-2 sessions)" in lines
+    assert "Based on: 2 sessions: 900 messages in 2m of work" in lines
+
+
+def test_a_single_session_still_gives_a_range_of_at_least_15_percent_each_way():
+    estimate = from_sessions([{"processed": 1000, "seconds": 100.0}], remaining=360_000)
+    assert estimate.rate_low == pytest.approx(8.5) and estimate.rate_high == pytest.approx(11.5)
+    assert estimate.seconds_low == pytest.approx(360_000 / 11.5)
+    assert estimate.sessions_low == math.ceil(360_000 / 11.5 / 7200) == 5
+    assert estimate.sessions_high == math.ceil(360_000 / 8.5 / 3600) == 12
+
+
+def test_no_measured_session_means_no_estimate_from_history():
+    assert from_sessions([], remaining=10) is None
+    assert from_sessions([{"processed": 0, "seconds": 30.0}], remaining=10) is None
+
+
+def test_the_seed_example_544_conversations_13719_messages():
+    """A run measured at 0.32-0.48 messages/s leaves the seed's "8-12 hours" for 13,719 messages."""
+    estimate = from_sessions([{"processed": 320, "seconds": 1000.0}, {"processed": 480, "seconds": 1000.0}],
+                             remaining=13_719)
+    assert format_duration(estimate.seconds_low) == "7h 56m" and format_duration(estimate.seconds_high) == "11h 55m"
+    assert (estimate.sessions_low, estimate.sessions_high) == (4, 12)
+
+
+def test_nothing_left_needs_no_export_and_no_model():
+    estimate = estimate_time(progress_with(50, 50, HISTORY), open_reader=None)
+    assert estimate.remaining_messages == 0 and estimate.seconds_low is None
+    assert estimate.note == "Nothing left to ingest."
+
+
+def test_api_embedder_also_counts_the_tokens_still_to_send(sample_export):
+    messages = meaningful(sample_export)
+    done = {key for key, _ in messages[::3]}
+    progress = progress_with(len(messages), len(done), HISTORY, model="text-embedding-3-small")
+    progress["processed_messages"] = sorted(done)
+    estimate = estimate_time(progress, lambda: ExportReader(sample_export))
+    left_chars = sum(len(text) for key, text in messages if key not in done)
+    assert estimate.api_tokens == math.ceil(left_chars / 4)
+    assert estimate.basis == "sessions" and estimate.remaining_messages == len(messages) - len(done)
+    assert f"Tokens still to send to the embedding API: ~{estimate.api_tokens:,}" in estimate_lines(estimate)
+
+
+def test_api_embedder_is_never_calibrated(sample_export):
+    def no_embedder(name):
+        raise AssertionError("an API embedder must not be called to calibrate")
+
+    progress = progress_with(10, 0, [], model="text-embedding-3-small")
+    estimate = estimate_time(progress, lambda: ExportReader(sample_export), get_embedder=no_embedder)
+    assert estimate.basis == "" and estimate.api_tokens > 0
+    assert "first session" in estimate.note
+
+
+def test_survey_samples_only_messages_not_yet_stored(sample_export):
+    messages = meaningful(sample_export)
+    done = {key for key, _ in messages[: len(messages) // 2]}
+    survey = survey_remaining(ExportReader(sample_export), done, sample_size=8)
+    assert survey.messages == len(messages) - len(done)
+    assert len(survey.sample) == 8 and not {key for key, _ in survey.sample} & done
+
+
+def test_calibration_before_any_session_times_the_local_model(sample_export):
+    progress = progress_with(len(meaningful(sample_export)), 0, [{"processed": 0, "seconds": 2.0}])
+    estimate = estimate_time(progress, lambda: ExportReader(sample_export))
+    assert estimate.basis == "calibration" and estimate.measured_messages > 0 and estimate.measured_seconds > 0
+    assert estimate.rate_low == pytest.approx(0.7 * estimate.rate_high)
+    assert estimate.rate_high == pytest.approx(estimate.measured_messages / estimate.measured_seconds)
+    assert any("calibration on this machine" in line for line in estimate_lines(estimate))
+
+
+def test_cli_without_a_progress_file_calibrates_on_the_named_export(tmp_path, sample_export):
+    args = ["progress", "--estimate-time", "--export", str(sample_export), "--progress-file", str(tmp_path / "p.json")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "No progress file" in result.output and "calibration on this machine" in result.output
+    facts = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    assert facts["exists"] is False and facts["estimate"]["basis"] == "calibration"
+    assert facts["estimate"]["remaining_messages"] == len(meaningful(sample_export))
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.4, 59, 61, 3599, 3600, 3 * 3600 + 5 * 60)] == [
+        "0s", "59s", "1m", "1h 00m", "1h 00m", "3h 05m"]

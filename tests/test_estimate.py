@@ -22,7 +22,7 @@ HISTORY = [
 ]
 
 
-def progress_with(total: int, done: int, sessions: list[dict], model: str = "sentence-transformers/all-MiniLM-L6-v2"):
+def progress_with(total: int, done: int, sessions: list[dict], model: str = "all-MiniLM-L6-v2"):
     progress = empty_progress()
     progress["stats"].update(total_messages=total, processed_messages=done)
     progress["sessions"] = sessions

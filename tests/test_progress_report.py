@@ -236,6 +236,8 @@ BAD_FILES = {
     "not-json": b"\x00\x01 binary",
     "foreign": json.dumps({"name": "some other tool's settings"}).encode(),
     "a-list": b"[1, 2, 3]",
+    "wrong-types": json.dumps({"processed_messages": [], "failed_messages": ["k"]}).encode(),
+    "stats-not-numbers": json.dumps({"processed_messages": [], "stats": {"total_messages": "many"}}).encode(),
 }
 
 

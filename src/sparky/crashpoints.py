@@ -1,25 +1,56 @@
-"""Deterministic crash sites for the crash suite (test-only).
+"""Deterministic crash sites and phase tracing for the crash suite (test-only).
 
 Set ``SPARKY_CRASH_AT="site:n"`` and the process kills itself with SIGKILL the n-th time it
 arrives at ``crashpoint("site")``. Sites: ``after_embed``, ``before_commit``, ``after_commit``,
-``progress_tmp_written``, ``before_replace``, ``after_replace``, ``schema``. Unset, a crash point costs
-one dictionary look-up.
+``progress_tmp_written``, ``before_replace``, ``after_replace``, ``schema``.
+
+Set ``SPARKY_TRACE_FILE=path`` and every arrival at a site appends the line ``"<pid> <site>\\n"`` to that
+file (one ``O_APPEND`` write, so lines survive a SIGKILL and never interleave; ``after_embed`` adds the
+number of texts embedded, so tests can count re-work), plus ``"<pid> start"``
+when the pipeline's modules are first imported. The random-kill tests read it to learn where each kill
+landed. ``SPARKY_TRACE_PAUSE="site:seconds"`` (with a trace file) sleeps at that site after tracing it,
+widening a window (e.g. the open transaction at ``before_commit``) so random kills land in it often.
+
+Unset, a crash point costs two truth tests.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _target = os.environ.get("SPARKY_CRASH_AT", "")
 _site, _, _count = _target.partition(":")
 _arrivals: dict[str, int] = {}
+_trace_file = os.environ.get("SPARKY_TRACE_FILE", "")
+_pause_site, _, _pause_seconds = os.environ.get("SPARKY_TRACE_PAUSE", "").partition(":")
 
 
-def crashpoint(site: str) -> None:
-    """Kill this process with SIGKILL when the configured site is reached for the configured time."""
+def _trace(site: str, detail: object = None) -> None:
+    line = f"{os.getpid()} {site}" if detail is None else f"{os.getpid()} {site} {detail}"
+    fd = os.open(_trace_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def crashpoint(site: str, detail: object = None) -> None:
+    """Kill this process with SIGKILL when the configured site is reached for the configured time.
+
+    ``detail`` (e.g. how many texts were just embedded) only goes into the trace line.
+    """
+    if _trace_file:
+        _trace(site, detail)
+        if site == _pause_site:
+            time.sleep(float(_pause_seconds))
     if not _target or site != _site:
         return
     _arrivals[site] = _arrivals.get(site, 0) + 1
     if _arrivals[site] == int(_count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+if _trace_file:
+    _trace("start")

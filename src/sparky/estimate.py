@@ -135,11 +135,16 @@ def calibrate(sample: list[tuple[str, str]], embedder: "Embedder") -> float:
     return time.perf_counter() - started
 
 
+def local_embedders() -> dict[str, str]:
+    """The embedder name (for ``get_embedder``) of each model that runs on this machine."""
+    from .embedders.local import FP32_MODEL, INT8_MODEL
+
+    return {FP32_MODEL: DEFAULT_EMBEDDER, INT8_MODEL: "minilm-int8"}
+
+
 def is_api_model(model: str | None) -> bool:
     """Whether a recorded embedding model is sent to an API rather than run on this machine."""
-    from .embedders import is_local_model
-
-    return bool(model) and not is_local_model(model)
+    return bool(model) and model not in local_embedders()
 
 
 def estimate_time(
@@ -192,10 +197,10 @@ def _remaining_from(progress: dict[str, Any] | None) -> int | None:
 def _calibrated(
     remaining: int, sample: list[tuple[str, str]], model: str | None, get_embedder: Callable[[str], "Embedder"] | None
 ) -> Estimate:
-    from . import embedders
+    from .embedders import get_embedder as default_factory
 
-    factory = get_embedder or embedders.get_embedder
-    seconds = calibrate(sample, factory(embedders.local_embedder_name(model) if model else DEFAULT_EMBEDDER))
+    name = local_embedders().get(model or "", DEFAULT_EMBEDDER)
+    seconds = calibrate(sample, (get_embedder or default_factory)(name))
     rate = len(sample) / seconds
     estimate = Estimate(remaining, "calibration", 0, len(sample), seconds)
     return plan(estimate, rate * CALIBRATION_RANGE[0], rate * CALIBRATION_RANGE[1])

@@ -289,7 +289,7 @@ class Ingestion:
                 self._embed_group(group[:middle], outcome)
                 self._embed_group(group[middle:], outcome)
             return
-        crashpoint("after_embed")
+        crashpoint("after_embed", len(texts))
         offset = 0
         for item in group:
             count = len(item.chunk_texts)

@@ -148,3 +148,21 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_fields(path: Path, data: dict[str, Any]) -> None:
+    """Raise InputError when a field has the wrong type (a foreign or hand-edited file), naming the file."""
+    arrays = ("processed_conversations", "processed_messages", "sessions")
+    objects = ("stats", "export", "embedder", "failed_messages")
+    for names, kind, word in ((arrays, list, "an array"), (objects, dict, "an object")):
+        for name in names:
+            if data.get(name) is not None and not isinstance(data[name], kind):
+                raise InputError(f"{path}: not a Sparky progress file ({name!r} is not {word})")
+    for name, value in (data.get("stats") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{path}: not a Sparky progress file (stats {name!r} is not a whole number)")
+    for session in data.get("sessions") or []:
+        if not isinstance(session, dict) or not all(
+            isinstance(session.get(name, 0), (int, float)) for name in ("processed", "seconds")
+        ):
+            raise InputError(f"{path}: not a Sparky progress file (a session is not a record of numbers)")

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from .cli import cli, db_option, friendly_errors, progress_file_option, run_reset, store_url
 from .errors import InputError
-from .progress import DEFAULT_NAME, load_progress
+from .progress import DEFAULT_NAME, check_fields, load_progress
 
 EXIT_NOT_STARTED = 1
 
@@ -37,7 +37,8 @@ def progress_command(estimate_time: bool, reset: bool, yes: bool, as_json: bool,
     console = Console(stderr=True)
     url = store_url(db, progress_file)
     if reset:
-        run_reset(export or _recorded_export(progress_file), progress_file, url, yes, console)
+        export = export or _recorded_export(progress_file)
+        run_reset(export, progress_file, url, yes, console)
         console.print(f"Start again with: {_ingest_hint(progress_file, export)}")
         return
     if rebuild:
@@ -63,9 +64,12 @@ def _print_report(progress_file: Path, progress: dict[str, Any], export: Path | 
 
 def _load(progress_file: Path) -> dict[str, Any] | None:
     try:
-        return load_progress(progress_file)
+        progress = load_progress(progress_file)
+        if progress is not None:
+            check_fields(progress_file, progress)
+        return progress
     except InputError as exc:
-        raise InputError(f"{exc}; or rebuild it from the store: {_rebuild_hint(progress_file)}") from None
+        raise InputError(f"{exc} (to rebuild it from the store: {_rebuild_hint(progress_file)})") from None
 
 
 def _rebuild(progress_file: Path, url: str, export: Path | None, console: Console) -> None:
@@ -87,7 +91,6 @@ def _not_started(progress_file: Path, url: str, export: Path | None, estimate_ti
     from .report import estimate_lines
 
     result = estimate(None, lambda: ExportReader(export)) if estimate_time and export else None
-    store_exists = "://" in url or Path(url).exists()
     if as_json:
         click.echo(json.dumps({"progress_file": str(progress_file), "exists": False,
                                "start": _ingest_hint(progress_file, export),
@@ -95,7 +98,7 @@ def _not_started(progress_file: Path, url: str, export: Path | None, estimate_ti
         return
     lines = [f"No progress file at {progress_file}: no ingestion has started with it yet.",
              f"Start one with: {_ingest_hint(progress_file, export)}"]
-    if store_exists:
+    if "://" not in url and Path(url).exists():
         lines.append(f"A memory store exists at {url}; if the progress file was lost, rebuild it: "
                      f"{_rebuild_hint(progress_file, export)}")
     if result is not None:

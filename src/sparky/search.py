@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import unicodedata
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -25,12 +26,14 @@ if TYPE_CHECKING:
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60  # reciprocal rank fusion constant: score = sum over sides of 1 / (RRF_K + rank)
 SIDE_DEPTH = 50  # candidates each side contributes to the fusion (at least k)
+NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1e-6: BM25 stays below this
 SNIPPET_CHARS = 240
 _STOPWORDS = frozenset(
     "a an and are as at be but by can do does did for from how i if in is it me my of on or so that the"
     " this to was what when where which who why with you your".split()
 )
-_EMBEDDERS: dict[str, Embedder] = {}
+_PRELOADS: dict[str, threading.Thread] = {}
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # kana and CJK ideographs
 
 
 class SearchError(SparkyError):
@@ -116,6 +119,23 @@ def _schema_version(path: Path) -> int:
         raise SearchError(f"{path}: not a Sparky memory store ({exc})") from None
 
 
+def preload_embedder(name: str) -> None:
+    """Start loading an embedding model in a background thread (most of a cold start is spent there, and
+    onnxruntime releases the GIL meanwhile); the first search that needs the model waits for it."""
+    if name not in _PRELOADS:
+        _PRELOADS[name] = threading.Thread(target=_load_quietly, args=(name,), name=f"load-{name}", daemon=True)
+        _PRELOADS[name].start()
+
+
+def _load_quietly(name: str) -> None:
+    from .embedders import get_embedder
+
+    try:
+        get_embedder(name)
+    except Exception:  # noqa: BLE001 - the search that needs the model loads it again and reports the error
+        pass
+
+
 class Searcher:
     """Searches one store; keeps the embedding model and the vector matrix loaded between searches."""
 
@@ -138,10 +158,10 @@ class Searcher:
             raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         where = self._store_filters(filters)
         side_limit = max(k, depth) if mode == "hybrid" else k
-        vector = self._vector(query, where, side_limit) if mode != "keyword" else []
         keyword = self._keyword(query, where, side_limit) if mode != "vector" else []
-        if mode == "hybrid":
-            ranked = fuse([vector, keyword], rrf_k)[:k]
+        vector = self._vector(query, where, side_limit) if mode != "keyword" else []
+        if mode == "hybrid":  # a keyword hit on words most messages hold (BM25 ~ 0) is no evidence
+            ranked = fuse([vector, [hit for hit in keyword if hit.score > NO_EVIDENCE]], rrf_k)[:k]
         else:
             ranked = [(hit.message, hit.score) for hit in (vector if mode == "vector" else keyword)]
         return self._results(query, ranked, vector, keyword, context)
@@ -159,8 +179,10 @@ class Searcher:
     def _vector(self, query: str, where: StoreFilters, limit: int) -> list[ChunkHit]:
         import numpy as np
 
-        embedder = self._embedder()
         meta = self.store.meta()
+        if meta.get("dimensions", "").isdigit():
+            self.backend.load_vectors(int(meta["dimensions"]))  # while a preloading model may still load
+        embedder = self._embedder()
         if meta.get("model") != embedder.model or meta.get("dimensions") != str(embedder.dimensions):
             raise SearchError(
                 f"{self.store.url}: built with embedding model {meta.get('model')} ({meta.get('dimensions')}"
@@ -175,11 +197,11 @@ class Searcher:
         return self.backend.keyword_search(match, where, limit) if match else []
 
     def _embedder(self) -> Embedder:
-        if self.embedder_name not in _EMBEDDERS:
-            from .embedders import get_embedder
+        from .embedders import get_embedder  # loads the model once per process
 
-            _EMBEDDERS[self.embedder_name] = get_embedder(self.embedder_name)
-        return _EMBEDDERS[self.embedder_name]
+        if self.embedder_name in _PRELOADS:
+            _PRELOADS[self.embedder_name].join()
+        return get_embedder(self.embedder_name)
 
     def _results(self, query: str, ranked: list[tuple[int, float]], vector: list[ChunkHit],
                  keyword: list[ChunkHit], context: int) -> list[SearchResult]:
@@ -222,14 +244,17 @@ def fts_query(query: str) -> str | None:
     """The query as OR-ed quoted FTS5 terms, so nothing in it is read as FTS5 syntax; None if no term is left.
 
     Tokens are split on whitespace and kept only if they hold a letter or digit; common English words
-    are left out unless nothing else remains.
+    are left out unless nothing else remains. Chinese and Japanese are written without spaces, so the
+    index holds whole runs of them as one token: such terms match as prefixes.
     """
     tokens = [token for token in query.split() if any(char.isalnum() for char in token)]
     content = [token for token in tokens if _bare(token) not in _STOPWORDS]
     unique = dict.fromkeys((content or tokens))
     if not unique:
         return None
-    return " OR ".join('"' + token.replace('"', '""') + '"' for token in unique)
+    return " OR ".join(
+        '"' + token.replace('"', '""') + '"' + (" *" if _UNSPACED.search(token) else "") for token in unique
+    )
 
 
 def query_terms(query: str) -> list[str]:

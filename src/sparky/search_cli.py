@@ -35,8 +35,10 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
                    until: str | None, source: str | None, context: int, mode: str, output: str, embedder: str,
                    progress_file: Path, db: str | None) -> None:
     """Search the memory for QUERY: messages that match its meaning and its words."""
-    from .search import Searcher, open_for_search
+    from .search import Searcher, open_for_search, preload_embedder
 
+    if mode != "keyword":
+        preload_embedder(embedder)
     text = " ".join(query)
     filters = Filters(role, conversation, source, parse_when(since) if since else None,
                       parse_when(until, end=True) if until else None)

@@ -119,7 +119,7 @@ class SQLiteSearch:
 
     def vector_search(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass."""
-        matrix = self._matrix(query.shape[-1])
+        matrix = self.load_vectors(query.shape[-1])
         rows = matrix.passing(filters)
         if rows is None:
             return _best_per_message(matrix.vectors @ query, matrix.ids, matrix.messages, limit)
@@ -174,7 +174,8 @@ class SQLiteSearch:
             query.format(">", "ASC"), (message.conversation, message.position, count))]
         return before[::-1], after
 
-    def _matrix(self, dimensions: int) -> _Matrix:
+    def load_vectors(self, dimensions: int) -> _Matrix:
+        """The store's vectors, read now unless this process holds them already and nothing changed."""
         count, max_id = self.db.execute("SELECT count(*), coalesce(max(id), 0) FROM chunks").fetchone()
         cached = _MATRICES.get(self.store.url)
         if cached is not None and (cached.count, cached.max_id) == (count, max_id):

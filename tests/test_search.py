@@ -203,9 +203,12 @@ def test_date_filter_uses_the_conversation_date_when_the_message_has_none(search
     assert all(r.created_at == day("2024-03-05") for r in results)
 
 
-def test_unknown_conversation_is_a_clear_error(searcher):
+def test_unknown_conversation_is_a_clear_error(searcher, store_path):
     with pytest.raises(SearchError, match="no conversation"):
         searcher.search("docker", filters=Filters(conversation="no such thing"))
+    result = search_cli(store_path, "docker", "--conversation", "no such thing")
+    assert result.exit_code == 2
+    assert result.output == "Error: no conversation has the id or a title containing 'no such thing'\n"
 
 
 def test_dates_parse_to_utc_periods():
@@ -291,6 +294,8 @@ def test_odd_queries_are_never_read_as_fts_syntax(searcher, query, mode):
 
 def test_odd_queries_still_match_their_words(searcher):
     assert searcher.search("東京で一番おいしいラーメン屋はどこですか", k=1, mode="keyword")[0].title == "Voyage au Japon"
+    tokyo = searcher.search("東京", k=1, mode="keyword")[0]  # unspaced scripts match as prefixes of a run
+    assert tokyo.text.startswith("東京で") and tokyo.highlights == ((0, 2),)
     assert "Kyoto" in searcher.search("à Kyoto?", k=1, mode="keyword")[0].text
     assert "numpy" in searcher.search('ModuleNotFoundError: "numpy"', k=1, mode="keyword")[0].text
     assert searcher.search("🎉", k=3, mode="keyword") == []

@@ -269,8 +269,13 @@ class Ingestion:
         ]
 
     def _embed_batch(self, batch: list[PendingMessage]) -> BatchOutcome:
-        """Runs in the worker thread: embed a batch with retries, isolating permanently failing messages."""
+        """Runs in the worker thread: embed a batch with retries, isolating permanently failing messages.
+
+        A batch that had not started when a stop was asked for is left for the next run, so a Ctrl+C waits
+        for the batch in flight only, not also for the one queued behind it."""
         outcome = BatchOutcome()
+        if self.stop.requested:
+            return outcome
         self._embed_group(batch, outcome)
         return outcome
 

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import LockedError, SparkyError
 
 
 class FileLock:
@@ -18,7 +18,10 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self) -> "FileLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a folder that is missing, not a folder, or not writable
+            raise SparkyError(f"cannot lock the {self.what}: {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

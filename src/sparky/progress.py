@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 DEFAULT_NAME = "sparky_ingestion_progress.json"
 VERSION = 1
 _TMP_MARK = ".tmp-"
+_FIELD_TYPES = {"processed_conversations": list, "processed_messages": list, "stats": dict, "export": dict,
+                "embedder": dict, "failed_messages": dict, "sessions": list}
+_JSON_NAMES = {list: "array", dict: "object"}
 
 
 def empty_progress() -> dict[str, Any]:
@@ -86,16 +89,19 @@ def load_progress(path: Path) -> dict[str, Any] | None:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InputError(f"{path}: the progress file is damaged (not valid JSON)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("processed_messages", []), list):
+    if not isinstance(data, dict) or not {"processed_conversations", "processed_messages"} & data.keys():
         raise InputError(f"{path}: not a Sparky progress file")
-    if not {"processed_conversations", "processed_messages"} & data.keys():
-        raise InputError(f"{path}: not a Sparky progress file")
+    for name, kind in _FIELD_TYPES.items():
+        if data.get(name) is None:
+            data.pop(name, None)
+        elif not isinstance(data[name], kind):
+            raise InputError(f"{path}: not a Sparky progress file ('{name}' is not a JSON {_JSON_NAMES[kind]})")
     version = data.get("version", VERSION)
     if not isinstance(version, int) or version > VERSION:
         raise InputError(f"{path}: written by a newer Sparky (progress version {version}); upgrade sparky")
     merged = empty_progress()
     merged.update(data)
-    merged["stats"] = {**empty_progress()["stats"], **(data.get("stats") or {})}
+    merged["stats"] = {**empty_progress()["stats"], **data.get("stats", {})}
     return merged
 
 
@@ -151,17 +157,14 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def check_fields(path: Path, data: dict[str, Any]) -> None:
-    """Raise InputError when a field has the wrong type (a foreign or hand-edited file), naming the file."""
-    arrays = ("processed_conversations", "processed_messages", "sessions")
-    objects = ("stats", "export", "embedder", "failed_messages")
-    for names, kind, word in ((arrays, list, "an array"), (objects, dict, "an object")):
-        for name in names:
-            if data.get(name) is not None and not isinstance(data[name], kind):
-                raise InputError(f"{path}: not a Sparky progress file ({name!r} is not {word})")
-    for name, value in (data.get("stats") or {}).items():
+    """Raise InputError when the numbers the report reads are not numbers (a foreign or hand-edited file).
+
+    ``load_progress`` checks the fields' JSON types; this checks the counts in ``stats`` and ``sessions``.
+    """
+    for name, value in data["stats"].items():
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{path}: not a Sparky progress file (stats {name!r} is not a whole number)")
-    for session in data.get("sessions") or []:
+            raise InputError(f"{path}: not a Sparky progress file (stats '{name}' is not a whole number)")
+    for session in data["sessions"]:
         if not isinstance(session, dict) or not all(
             isinstance(session.get(name, 0), (int, float)) for name in ("processed", "seconds")
         ):

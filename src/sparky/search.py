@@ -290,8 +290,11 @@ def make_snippet(text: str, chunk: str, terms: list[str]) -> tuple[str, tuple[tu
 def _term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
     if not terms:
         return []
-    alternatives = "|".join(re.escape(term) for term in sorted(terms, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
+    alternatives = "|".join(  # whole words, as FTS5 matches them; unspaced scripts match anywhere
+        re.escape(term) if _UNSPACED.search(term) else rf"(?<![^\W_]){re.escape(term)}(?![^\W_])"
+        for term in sorted(terms, key=len, reverse=True)
+    )
+    pattern = re.compile(alternatives, re.IGNORECASE)
     return [match.span() for match in pattern.finditer(text)]
 
 

@@ -1,6 +1,6 @@
 """Embedders turn texts into L2-normalised float32 vectors; retries for the transient failures of any of them.
 
-``get_embedder(name)`` gives one instance per name per process: ``minilm`` (the default: all-MiniLM-L6-v2
+``get_embedder(name)`` loads each model once per process: ``minilm`` (the default: all-MiniLM-L6-v2
 as an fp32 ONNX graph built from the packaged weights), ``minilm-fp32`` (the same) and ``minilm-int8``
 (the packaged int8-weight ONNX export). All run on onnxruntime, offline, without torch.
 

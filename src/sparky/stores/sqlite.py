@@ -96,17 +96,23 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: not a Sparky memory store ({exc})") from None
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: made by a newer Sparky (schema {version}); upgrade sparky")
-        for number in range(version, len(MIGRATIONS)):
-            with self._transaction():
-                crashpoint("schema")
-                MIGRATIONS[number](self.db)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+        try:
+            for number in range(version, len(MIGRATIONS)):
+                with self._transaction():
+                    crashpoint("schema")
+                    MIGRATIONS[number](self.db)
+                    self.db.execute(f"PRAGMA user_version = {number + 1}")
+        except sqlite3.DatabaseError as exc:  # e.g. another application's database with a "messages" table
+            raise StoreError(f"{self.path}: not a Sparky memory store ({exc})") from None
 
     def _transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     def meta(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT name, value FROM meta"))
+        try:
+            return dict(self.db.execute("SELECT name, value FROM meta"))
+        except sqlite3.DatabaseError as exc:  # the first read of every run: a damaged file shows here
+            raise StoreError(f"{self.path}: cannot read the memory store ({exc})") from None
 
     def ensure_schema(self, model: str, dimensions: int) -> None:
         """Record the embedder on first use; refuse a store built with another model."""
@@ -223,8 +229,9 @@ class SQLiteStore:
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; disk-full and read-only become StoreErrors."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
 
     def __enter__(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -239,7 +246,7 @@ class _Transaction:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError) and _is_fatal(exc):
-            raise StoreError(f"memory store: {exc}") from None
+            raise StoreError(f"{self.path}: cannot write the memory store ({exc})") from None
         if exc_type is None:
             raise exc
         return False

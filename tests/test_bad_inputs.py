@@ -499,8 +499,17 @@ def describe(result: Result) -> str:
     return result.output
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_BUGS[name], strict=True))
-                                  if name in KNOWN_BUGS else name for name in CASES])
+SLOW_CASES = {"100k-message-conversation", "5-MB-whitespace-message"}
+
+
+def marks(name: str) -> list:
+    found = [pytest.mark.slow] if name in SLOW_CASES else []
+    if name in KNOWN_BUGS:
+        found.append(pytest.mark.xfail(reason=KNOWN_BUGS[name], strict=True))
+    return found
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=marks(name)) for name in CASES])
 def test_bad_input(tmp_path, previous_store, name):
     case = CASES[name]
     folder = tmp_path / "case"
@@ -538,3 +547,28 @@ def test_bad_input(tmp_path, previous_store, name):
         case.check(folder, result)
     if case.store is None:
         assert set(earlier_keys) <= set(store_keys(db)), "an earlier ingestion's messages were lost"
+
+
+@pytest.mark.slow
+def test_a_5_MB_message_is_read_whole_and_chunked_without_loss(tmp_path):
+    """Embedding 5 MB (about 5,000 chunks) would take minutes, so this stops before the model: the reader
+    keeps the whole text, selection keeps it, and the chunks cover it within the model's window."""
+    from sparky.chunking import chunk_messages
+    from sparky.embedders import get_embedder
+    from sparky.readers import ExportReader
+    from sparky.select import Selector
+
+    text = five_mb()
+    [conversation] = list(ExportReader(write(lambda: [big_message(text)])(tmp_path)).conversations())
+    assert text in [m.text for m in Selector().select(conversation)]
+    embedder = get_embedder("minilm")
+    chunks = chunk_messages([("key", text)], embedder)
+    assert len(chunks) > 1000
+    assert text.startswith(chunks[0].text) and text.endswith(chunks[-1].text)
+    position = 0
+    for chunk in chunks:  # each chunk starts inside or right at the end of the previous one: nothing skipped
+        start = text.find(chunk.text, max(position - len(chunk.text), 0))
+        assert 0 <= start <= position, "a gap between chunks"
+        position = start + len(chunk.text)
+    assert position == len(text)
+    assert max(embedder.count_tokens([chunk.text for chunk in chunks])) <= embedder.max_tokens

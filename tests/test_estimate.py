@@ -91,7 +91,7 @@ def test_api_embedder_is_never_calibrated(sample_export):
         raise AssertionError("an API embedder must not be called to calibrate")
 
     progress = progress_with(10, 0, [], model="text-embedding-3-small")
-    estimate = estimate_time(progress, lambda: ExportReader(sample_export), get_embedder=no_embedder)
+    estimate = estimate_time(progress, lambda: ExportReader(sample_export), embedder_factory=no_embedder)
     assert estimate.basis == "" and estimate.api_tokens > 0
     assert "first session" in estimate.note
 

@@ -125,6 +125,22 @@ def test_estimate_time_uses_the_recorded_session(killed):
     assert "calibration" not in result.output and "Tokens" not in result.output
 
 
+def test_failed_messages_are_grouped_by_their_last_error_with_how_to_retry(tmp_path, sample_export):
+    progress = tmp_path / "progress.json"
+    CliRunner().invoke(cli, ["ingest", str(sample_export), "--quiet", "--progress-file", str(progress)],
+                       env={"SPARKY_FAULTS": "permanent=docker"})
+    failed = read_progress(progress)["failed_messages"]
+    assert len(failed) > 1
+    result = progress_cli("--progress-file", str(progress))
+    assert f"FAILED MESSAGES: {len(failed)}" in result.output
+    assert f"  {len(failed)} x PermanentEmbedError: " in result.output
+    assert f"The next run retries them: sparky ingest {sample_export} --progress-file {progress}" in result.output
+    facts = json.loads(progress_cli("--json", "--progress-file", str(progress)).stdout)
+    assert facts["failed_messages"] == len(failed) and not facts["complete"]
+    assert [group["count"] for group in facts["failed_errors"]] == [len(failed)]
+    assert set(facts["failed_errors"][0]["keys"]) <= set(failed)
+
+
 def test_report_while_an_ingestion_is_running_does_not_wait_for_it(tmp_path, small_generated_export):
     progress = tmp_path / "progress.json"
     ingester = sparky_subprocess(ingest_args(small_generated_export, progress), cwd=tmp_path)
@@ -151,7 +167,8 @@ def test_rebuild_from_the_store_equals_what_a_clean_run_writes(tmp_path, clean_r
     result = progress_cli("--rebuild", "--export", str(small_generated_export),
                           "--progress-file", str(tmp_path / "progress.json"))
     assert result.exit_code == 0, result.output
-    assert "Rebuilt" in result.output and "INGESTION COMPLETE!" in result.output
+    assert "Rebuilt" in result.output and "session history is lost" in result.output
+    assert "INGESTION COMPLETE!" in result.output
     rebuilt, clean = read_progress(tmp_path / "progress.json"), read_progress(clean_run / "progress.json")
     for field in ("processed_messages", "processed_conversations", "failed_messages", "export", "embedder"):
         assert rebuilt[field] == clean[field], field
@@ -163,6 +180,7 @@ def test_rebuild_after_a_kill_catches_up_with_the_store(killed):
     before = read_progress(killed / "progress.json")
     result = progress_cli("--rebuild", "--progress-file", str(killed / "progress.json"))
     assert result.exit_code == 0, result.output
+    assert "Rebuilt" in result.output and "lost" not in result.output
     after = read_progress(killed / "progress.json")
     stored = store_keys(killed / "sparky_memory.db")
     assert len(before["processed_messages"]) < len(stored)

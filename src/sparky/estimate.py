@@ -14,13 +14,14 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from .chunking import chunk_messages
+from .embedders import Embedder, get_embedder
+from .embedders.local import FP32_MODEL, INT8_MODEL
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .embedders import Embedder
-    from .readers import ExportReader
+from .readers import ExportReader
+from .select import Selector
 
 DEFAULT_EMBEDDER = "minilm"
 MIN_SPREAD = 0.15
@@ -68,7 +69,7 @@ class Remaining:
     sample: list[tuple[str, str]]  # (key, text), a uniform random sample
 
 
-def session_rates(sessions: list[dict[str, Any]]) -> list[tuple[int, float]]:
+def working_sessions(sessions: list[dict[str, Any]]) -> list[tuple[int, float]]:
     """(processed, seconds) of the sessions that stored something in a measurable time."""
     measured = []
     for session in sessions:
@@ -90,7 +91,7 @@ def plan(estimate: Estimate, low: float, high: float) -> Estimate:
 
 def from_sessions(sessions: list[dict[str, Any]], remaining: int) -> Estimate | None:
     """The estimate from the recorded sessions, or None when none of them stored anything."""
-    measured = session_rates(sessions)
+    measured = working_sessions(sessions)
     if not measured:
         return None
     processed = sum(count for count, _ in measured)
@@ -103,10 +104,8 @@ def from_sessions(sessions: list[dict[str, Any]], remaining: int) -> Estimate | 
     return plan(estimate, low, high)
 
 
-def survey_remaining(reader: "ExportReader", done: set[str], sample_size: int = CALIBRATION_SAMPLE) -> Remaining:
+def survey_remaining(reader: ExportReader, done: set[str], sample_size: int = CALIBRATION_SAMPLE) -> Remaining:
     """One streaming pass: the meaningful messages not in ``done``, their characters, and a sample."""
-    from .select import Selector
-
     selector = Selector()
     rng = random.Random(0)
     remaining = Remaining(0, 0, [])
@@ -124,10 +123,8 @@ def survey_remaining(reader: "ExportReader", done: set[str], sample_size: int = 
     return remaining
 
 
-def calibrate(sample: list[tuple[str, str]], embedder: "Embedder") -> float:
+def calibrate(sample: list[tuple[str, str]], embedder: Embedder) -> float:
     """Seconds to embed the sample's chunks, after a warm-up call that loads the model."""
-    from .chunking import chunk_messages
-
     texts = [chunk.text for chunk in chunk_messages(sample, embedder)]
     embedder.embed(texts[:CALIBRATION_WARMUP])
     started = time.perf_counter()
@@ -137,8 +134,6 @@ def calibrate(sample: list[tuple[str, str]], embedder: "Embedder") -> float:
 
 def local_embedders() -> dict[str, str]:
     """The embedder name (for ``get_embedder``) of each model that runs on this machine."""
-    from .embedders.local import FP32_MODEL, INT8_MODEL
-
     return {FP32_MODEL: DEFAULT_EMBEDDER, INT8_MODEL: "minilm-int8"}
 
 
@@ -149,18 +144,18 @@ def is_api_model(model: str | None) -> bool:
 
 def estimate_time(
     progress: dict[str, Any] | None,
-    open_reader: Callable[[], "ExportReader"] | None,
-    get_embedder: Callable[[str], "Embedder"] | None = None,
+    open_reader: Callable[[], ExportReader] | None,
+    embedder_factory: Callable[[str], Embedder] = get_embedder,
 ) -> Estimate:
     """The estimate for a progress document (None before any run), reading the export only when needed.
 
-    ``open_reader`` opens the export (for the API tokens and the calibration); ``get_embedder`` builds the
-    local embedder to calibrate with (default: ``sparky.embedders.get_embedder``).
+    ``open_reader`` opens the export (for the API tokens and the calibration); ``embedder_factory`` builds
+    the local embedder to calibrate with.
     """
     remaining = _remaining_from(progress)
     if remaining == 0:
         return Estimate(0, note="Nothing left to ingest.")
-    model = ((progress or {}).get("embedder") or {}).get("model")
+    model = progress["embedder"].get("model") if progress else None
     api = is_api_model(model)
     estimate = from_sessions(progress["sessions"], remaining) if progress and remaining else None
     if estimate is not None and not api:
@@ -170,7 +165,7 @@ def estimate_time(
         fallback.note = "Name the export with --export to estimate the rest."
         return fallback
     try:
-        survey = survey_remaining(open_reader(), set((progress or {}).get("processed_messages") or []))
+        survey = survey_remaining(open_reader(), set(progress["processed_messages"]) if progress else set())
     except InputError as exc:
         fallback.note = f"No estimate from the export: {exc}"
         return fallback
@@ -183,7 +178,7 @@ def estimate_time(
         return fallback
     if not survey.sample:
         return Estimate(0, note="Nothing left to ingest.")
-    return _calibrated(remaining, survey.sample, model, get_embedder)
+    return _calibrated(remaining, survey.sample, model, embedder_factory)
 
 
 def _remaining_from(progress: dict[str, Any] | None) -> int | None:
@@ -195,12 +190,9 @@ def _remaining_from(progress: dict[str, Any] | None) -> int | None:
 
 
 def _calibrated(
-    remaining: int, sample: list[tuple[str, str]], model: str | None, get_embedder: Callable[[str], "Embedder"] | None
+    remaining: int, sample: list[tuple[str, str]], model: str | None, embedder_factory: Callable[[str], Embedder]
 ) -> Estimate:
-    from .embedders import get_embedder as default_factory
-
-    name = local_embedders().get(model or "", DEFAULT_EMBEDDER)
-    seconds = calibrate(sample, (get_embedder or default_factory)(name))
+    seconds = calibrate(sample, embedder_factory(local_embedders().get(model or "", DEFAULT_EMBEDDER)))
     rate = len(sample) / seconds
     estimate = Estimate(remaining, "calibration", 0, len(sample), seconds)
     return plan(estimate, rate * CALIBRATION_RANGE[0], rate * CALIBRATION_RANGE[1])

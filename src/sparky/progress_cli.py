@@ -31,18 +31,17 @@ EXIT_NOT_STARTED = 1
 @friendly_errors
 def progress_command(estimate_time: bool, reset: bool, yes: bool, as_json: bool, rebuild: bool,
                      export: Path | None, progress_file: Path, db: str | None) -> None:
-    """Report an ingestion's progress from its progress file (it never waits for a running ingestion)."""
+    """Show how far an ingestion has got; safe to run while one is running."""
     if reset and rebuild:
         raise click.UsageError("--reset and --rebuild cannot be used together")
-    console = Console(stderr=True)
     url = store_url(db, progress_file)
     if reset:
         export = export or _recorded_export(progress_file)
-        run_reset(export, progress_file, url, yes, console)
-        console.print(f"Start again with: {_ingest_hint(progress_file, export)}")
+        run_reset(export, progress_file, url, yes, Console(stderr=True))
+        click.echo(f"Start again with: {_ingest_hint(progress_file, export)}", err=True)
         return
     if rebuild:
-        _rebuild(progress_file, url, export, console)
+        _rebuild(progress_file, url, export)
     progress = _load(progress_file)
     if progress is None:
         _not_started(progress_file, url, export, estimate_time, as_json)
@@ -72,7 +71,7 @@ def _load(progress_file: Path) -> dict[str, Any] | None:
         raise InputError(f"{exc} (to rebuild it from the store: {_rebuild_hint(progress_file)})") from None
 
 
-def _rebuild(progress_file: Path, url: str, export: Path | None, console: Console) -> None:
+def _rebuild(progress_file: Path, url: str, export: Path | None) -> None:
     from .rebuild import open_existing_store, rebuild_progress
 
     store = open_existing_store(url)
@@ -80,8 +79,9 @@ def _rebuild(progress_file: Path, url: str, export: Path | None, console: Consol
         result = rebuild_progress(progress_file, store, export)
     finally:
         store.close()
-    console.print(f"Rebuilt {progress_file} from the store: {result.stored_messages:,} of "
-                  f"{result.total_messages:,} messages stored.")
+    lost = "" if result.kept_history else " (the old file was unreadable: its session history is lost)"
+    click.echo(f"Rebuilt {progress_file} from the store: {result.stored_messages:,} of "
+               f"{result.total_messages:,} messages stored{lost}.", err=True)
 
 
 def _not_started(progress_file: Path, url: str, export: Path | None, estimate_time: bool, as_json: bool) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from .stores import redact
 
 RULE = "=" * 80
 FAILED_SHOWN = 5
+KEYS_SHOWN = 3
 
 
 @dataclass
@@ -36,11 +37,12 @@ class Counts:
 
 
 @dataclass
-class FailedMessage:
-    """A message the last runs could not store, and why."""
+class FailureGroup:
+    """Failed messages that share their last error: how many, and the keys of the first few."""
 
-    key: str
     error: str
+    count: int
+    keys: list[str]
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Report:
     messages: Counts
     last_session: dict[str, int]
     failed_messages: int
-    failed_examples: list[FailedMessage]
+    failed_errors: list[FailureGroup]
     failed_conversations: list[list[str]]
     resume_command: str
     export: dict[str, Any]
@@ -62,19 +64,19 @@ class Report:
     embedder: dict[str, Any]
     sessions: int
     complete: bool
-    estimate: Estimate | None = field(default=None)
+    estimate: Estimate | None = None
 
 
 def build_report(progress_path: Path, progress: dict[str, Any]) -> Report:
     """Collect the report's facts from a loaded progress document."""
     stats = progress["stats"]
-    failed = progress.get("failed_messages") or {}
+    failed = progress["failed_messages"]
     messages = Counts.of(stats["total_messages"], stats["processed_messages"])
     return Report(
         progress_file=str(progress_path),
         last_updated=progress.get("last_updated"),
         running_pid=running_ingester(progress_path),
-        conversations=Counts.of(stats["total_conversations"], len(progress.get("processed_conversations") or [])),
+        conversations=Counts.of(stats["total_conversations"], len(progress["processed_conversations"])),
         messages=messages,
         last_session={
             "processed": stats["current_session_processed"],
@@ -82,15 +84,26 @@ def build_report(progress_path: Path, progress: dict[str, Any]) -> Report:
             "failed": stats["current_session_failed"],
         },
         failed_messages=len(failed),
-        failed_examples=[FailedMessage(key, str(error)) for key, error in list(failed.items())[:FAILED_SHOWN]],
-        failed_conversations=[list(item) for item in progress.get("failed_conversations") or []],
-        resume_command=ingest_command_line(progress_path, (progress.get("export") or {}).get("path")),
-        export=dict(progress.get("export") or {}),
-        store=redact(progress["store"]) if progress.get("store") else None,
-        embedder=dict(progress.get("embedder") or {}),
-        sessions=len(progress.get("sessions") or []),
+        failed_errors=failure_groups(failed),
+        failed_conversations=[list(item) for item in progress.get("failed_conversations", [])],
+        resume_command=ingest_command_line(progress_path, progress["export"].get("path")),
+        export=dict(progress["export"]),
+        store=redact(progress["store"]) if progress["store"] else None,
+        embedder=dict(progress["embedder"]),
+        sessions=len(progress["sessions"]),
         complete=messages.total > 0 and messages.remaining == 0 and not failed,
     )
+
+
+def failure_groups(failed: dict[str, str]) -> list[FailureGroup]:
+    """The most common last errors first, at most ``FAILED_SHOWN`` of them."""
+    groups: dict[str, FailureGroup] = {}
+    for key, error in failed.items():
+        group = groups.setdefault(str(error), FailureGroup(str(error), 0, []))
+        group.count += 1
+        if len(group.keys) < KEYS_SHOWN:
+            group.keys.append(key)
+    return sorted(groups.values(), key=lambda group: -group.count)[:FAILED_SHOWN]
 
 
 def running_ingester(progress_path: Path) -> int | None:
@@ -107,7 +120,7 @@ def running_ingester(progress_path: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
+        pass  # alive, run by another user
     return pid
 
 
@@ -170,11 +183,14 @@ def _failure_lines(report: Report) -> list[str]:
     if not report.failed_messages and not report.failed_conversations:
         return []
     lines = ["", f"FAILED MESSAGES: {report.failed_messages:,}"]
-    lines += [f"  {item.key[:12]}  {item.error}" for item in report.failed_examples]
-    if report.failed_messages > len(report.failed_examples):
-        lines.append(f"  ... and {report.failed_messages - len(report.failed_examples):,} more in {report.progress_file}")
+    for group in report.failed_errors:
+        keys = ", ".join(key[:12] for key in group.keys) + (", ..." if group.count > len(group.keys) else "")
+        lines.append(f"  {group.count:,} x {group.error}  (keys {keys})")
+    shown = sum(group.count for group in report.failed_errors)
+    if report.failed_messages > shown:
+        lines.append(f"  {report.failed_messages - shown:,} more with other errors, listed in {report.progress_file}")
     lines += [f"Failed conversation {cid}: {reason}" for cid, reason in report.failed_conversations]
-    lines.append("Every run retries them: run the resume command above.")
+    lines.append(f"The next run retries them: {report.resume_command}")
     return lines
 
 
@@ -214,10 +230,10 @@ def _session_count(estimate: Estimate) -> str:
     return f"{count} session{'' if count == '1' else 's'}"
 
 
-def _timestamp(value: str | None) -> str:
+def _timestamp(value: object) -> str:
     if not value:
         return "never"
     try:
-        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
-        return value
+        return str(value)

@@ -130,12 +130,15 @@ class SQLiteSearch:
     def keyword_search(self, match: str, filters: StoreFilters, limit: int) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk ranks highest by BM25 for the FTS5 ``match`` expression."""
         where, params = _where(filters)
+        filtered = (
+            f"JOIN messages m ON m.id = c.message JOIN conversations v ON v.id = m.conversation WHERE {where}"
+            if where else ""
+        )
         rows = self.db.execute(
             "WITH found AS MATERIALIZED (SELECT rowid AS chunk, bm25(chunks_fts) AS rank FROM chunks_fts"
             " WHERE chunks_fts MATCH ?)"
             " SELECT c.message, c.id, min(found.rank) AS best FROM found JOIN chunks c ON c.id = found.chunk"
-            " JOIN messages m ON m.id = c.message JOIN conversations v ON v.id = m.conversation"
-            f" {'WHERE ' + where if where else ''} GROUP BY c.message ORDER BY best, c.message LIMIT ?",
+            f" {filtered} GROUP BY c.message ORDER BY best, c.message LIMIT ?",
             [match, *params, limit],
         )
         return [ChunkHit(message, chunk, -rank) for message, chunk, rank in rows]

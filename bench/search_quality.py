@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Search quality and latency: recall@1, recall@5 and MRR per mode on the labelled sample queries, then
-warm latency at 14k messages and at 200k chunks, and the cold start of ``retrieve_similar.py``.
+"""Search quality and latency: recall@1, recall@5 and MRR per mode on the labelled sample queries (on the
+sample alone, then with the 13,719 messages of a generated export as distractors), warm latency at 14k
+messages and at 200k chunks (synthetic rows added), and the cold start of ``retrieve_similar.py``.
 
     .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--work DIR]
 
@@ -31,15 +32,15 @@ QUERIES = Path(__file__).with_name("queries.json")
 K = 10
 
 
-def ingest(export: Path, folder: Path) -> Path:
-    """Ingest an export with the real CLI into ``folder``; returns the store path."""
+def ingest(export: Path, folder: Path) -> None:
+    """Ingest an export with the real CLI into ``folder``/sparky_memory.db."""
     folder.mkdir(parents=True, exist_ok=True)
-    db = folder / "sparky_memory.db"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sparky", "ingest", str(export), "--progress-file",
-                    str(folder / "progress.json"), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "sparky", "ingest", str(export), "--progress-file",
+                           str(folder / "progress.json"), "--quiet"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"ingesting {export} failed:\n{done.stdout}{done.stderr}")
     print(f"  ingested {export} in {time.perf_counter() - started:.0f} s")
-    return db
 
 
 def labelled_queries(db: Path) -> list[dict]:

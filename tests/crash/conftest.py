@@ -42,6 +42,7 @@ class Workdir:
     """One ingestion's files: its progress file, store and phase trace."""
 
     root: Path
+    temp_owners: set[int] = field(default_factory=set)  # pids whose temp files may still be there
 
     @property
     def progress(self) -> Path:
@@ -81,6 +82,12 @@ class Workdir:
 
     def temp_files(self) -> list[Path]:
         return sorted(self.root.glob(f".{self.progress.name}.tmp-*"))
+
+    def ended(self, pid: int) -> None:
+        """Note a finished or killed run: one that wrote a checkpoint had removed earlier runs' temp files first."""
+        if any(parts[0] == "progress_tmp_written" for parts in self.trace_of(pid)):
+            self.temp_owners.clear()
+        self.temp_owners.add(pid)
 
 
 @dataclass
@@ -205,7 +212,7 @@ def watch():
         watcher.finish()
 
 
-def assert_consistent(work: Workdir, reference: Reference, dead_pid: int | None = None) -> int:
+def assert_consistent(work: Workdir, reference: Reference, dead_pid: int) -> int:
     """The checks after every crash; returns how many messages are stored.
 
     The store is checked on a copy (database and WAL), so the next ingester still has to do the recovery
@@ -219,7 +226,8 @@ def assert_consistent(work: Workdir, reference: Reference, dead_pid: int | None 
         claimed = progress["processed_messages"]
         assert set(claimed) <= set(stored), "the progress file claims messages the store does not hold"
         assert progress["stats"]["processed_messages"] == len(claimed)
-    leftovers = [path for path in work.temp_files() if not path.name.endswith(f"-{dead_pid}")]
+    work.ended(dead_pid)
+    leftovers = [path for path in work.temp_files() if int(path.name.rsplit("-", 1)[1]) not in work.temp_owners]
     assert not leftovers, f"stale temp files of earlier runs were not cleaned: {leftovers}"
     for path, what in ((work.progress, "progress file"), (work.db, "store")):
         FileLock(path, what).acquire().release()  # a killed holder's flock is gone

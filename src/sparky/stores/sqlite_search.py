@@ -9,6 +9,7 @@ and scores only the rows that pass.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -128,20 +129,33 @@ class SQLiteSearch:
         return _best_per_message(scores, matrix.ids[rows], matrix.messages[rows], limit)
 
     def keyword_search(self, match: str, filters: StoreFilters, limit: int) -> list[ChunkHit]:
-        """The ``limit`` messages whose best chunk ranks highest by BM25 for the FTS5 ``match`` expression."""
+        """The ``limit`` messages whose best chunk ranks highest by BM25 for the FTS5 ``match`` expression.
+
+        Unfiltered, FTS5 yields the chunks in rank order and only the top ones are read. Filtered, every
+        match is joined in chunk order and grouped by message in SQL: reading in rank order would jump
+        around the file, twice as slow when the filter rejects most matches (200k chunks).
+        """
         where, params = _where(filters)
-        filtered = (
-            f"JOIN messages m ON m.id = c.message JOIN conversations v ON v.id = m.conversation WHERE {where}"
-            if where else ""
-        )
-        rows = self.db.execute(
-            "WITH found AS MATERIALIZED (SELECT rowid AS chunk, bm25(chunks_fts) AS rank FROM chunks_fts"
-            " WHERE chunks_fts MATCH ?)"
-            " SELECT c.message, c.id, min(found.rank) AS best FROM found JOIN chunks c ON c.id = found.chunk"
-            f" {filtered} GROUP BY c.message ORDER BY best, c.message LIMIT ?",
-            [match, *params, limit],
-        )
-        return [ChunkHit(message, chunk, -rank) for message, chunk, rank in rows]
+        if where:
+            rows = self.db.execute(
+                "WITH found AS MATERIALIZED (SELECT rowid AS chunk, rank FROM chunks_fts WHERE chunks_fts MATCH ?)"
+                " SELECT c.message, c.id, min(found.rank) AS best FROM found JOIN chunks c ON c.id = found.chunk"
+                f" JOIN messages m ON m.id = c.message JOIN conversations v ON v.id = m.conversation WHERE {where}"
+                " GROUP BY c.message ORDER BY best, c.message LIMIT ?",
+                [match, *params, limit],
+            )
+            return [ChunkHit(message, chunk, -rank) for message, chunk, rank in rows]
+        cursor = self.db.execute(
+            "SELECT c.message, c.id, f.rank FROM (SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ?) f"
+            " JOIN chunks c ON c.id = f.rowid ORDER BY f.rank", [match])
+        best: dict[int, ChunkHit] = {}
+        for message, chunk, rank in cursor:
+            if message not in best:
+                best[message] = ChunkHit(message, chunk, -rank)
+                if len(best) == limit:
+                    break
+        cursor.close()
+        return list(best.values())
 
     def messages(self, ids: Sequence[int]) -> dict[int, MessageRow]:
         """Stored messages by row id."""
@@ -233,7 +247,7 @@ def _best_per_message(scores: np.ndarray, chunks: np.ndarray, messages: np.ndarr
 
 
 def _where(filters: StoreFilters) -> tuple[str, list]:
-    """The SQL twin of ``_Matrix.passing``: conditions over ``m`` (messages) and ``v`` (conversations) for the filters, and their parameters."""
+    """The SQL twin of ``_Matrix.passing``: conditions over ``m`` (messages) and ``v`` (conversations)."""
     clauses: list[str] = []
     params: list = []
     if filters.role:
@@ -243,8 +257,8 @@ def _where(filters: StoreFilters) -> tuple[str, list]:
         clauses.append("v.source = ?")
         params.append(filters.source)
     if filters.conversations is not None:
-        clauses.append(f"m.conversation IN ({','.join('?' * len(filters.conversations))})")
-        params.extend(filters.conversations)
+        clauses.append("m.conversation IN (SELECT value FROM json_each(?))")  # any number of rows
+        params.append(json.dumps(filters.conversations))
     if filters.since is not None:
         clauses.append("coalesce(m.created_at, v.created_at) >= ?")
         params.append(filters.since)

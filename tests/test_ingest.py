@@ -65,6 +65,7 @@ def test_second_run_is_a_no_op_that_skips_everything(tmp_path, sample_export):
     assert store_keys(tmp_path / "sparky_memory.db") == keys_before
     stats = read_progress(tmp_path / "progress.json")["stats"]
     assert stats["current_session_processed"] == 0
+    assert stats["current_session_skipped"] == len(keys_before)
     assert len(read_progress(tmp_path / "progress.json")["sessions"]) == 2
 
 

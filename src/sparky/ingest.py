@@ -157,6 +157,7 @@ class Ingestion:
         except ScanInterrupted:
             raise Interrupted() from None
         self.stored = self.store.known(self.scan.all_keys())
+        self.session["skipped"] = len(self.stored)  # already stored by an earlier run: never embedded again
         self._begin_session(fingerprint)
         self._reconcile()
         save_progress(self.progress_path, self.progress)
@@ -254,7 +255,6 @@ class Ingestion:
         messages = selector.select(conversation)
         fresh = [(m, m.key(conversation.source)) for m in messages]
         skipped = sum(1 for _, key in fresh if key in self.stored)
-        self.session["skipped"] += skipped
         fresh = [(m, key) for m, key in fresh if key not in self.stored]
         self.display.conversation(conversation, found=len(messages), skipped=skipped)
         if not fresh:

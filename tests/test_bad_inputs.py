@@ -327,8 +327,10 @@ def dropped(rule: str, at_least: int) -> Callable[[Path, Result], None]:
 
 
 def nothing_outside(folder: Path, result: Result) -> None:
-    assert not (folder.parent / "conversations.json").exists()
-    assert not (folder.parent.parent / "evil").exists()
+    """The zip's members are read in memory: nothing is extracted, least of all outside the folder."""
+    for base in (folder, Path.cwd()):
+        assert not (base.parent / "conversations.json").exists()
+        assert not (base.parent.parent / "evil").exists()
 
 
 def renamed_duplicates(folder: Path, result: Result) -> None:

@@ -13,7 +13,7 @@ from .search import MODES, Filters, SearchResult, iso_date, parse_when
 FORMATS = ("table", "json", "context")
 
 
-@click.command("search")
+@click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("query", nargs=-1, required=True)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Messages to return.")
 @click.option("--role", type=click.Choice(["user", "assistant"]), help="Only messages by this role.")

@@ -1,7 +1,8 @@
 """Random SIGKILLs: kill -9 at a moment drawn uniformly over the running ingester's duration (start-up
 included, stretched by a quarter so some runs outlive their kill), resume, kill again ... until a run
-completes; then start a new chain, until enough kills have landed. A run's duration is estimated from a
-clean run's, in proportion to the messages the store still lacks.
+completes (after six kills the next run is left to complete); then start a new chain, until enough kills
+have landed. A run's duration is estimated from a clean run's, in proportion to the messages the store
+still lacks.
 
 Where each kill landed is read from the killed process's phase trace. The test insists that some kills
 landed inside an open store transaction and some during a resume's recovery/start-up (store open, lock,
@@ -21,7 +22,7 @@ import subprocess
 import pytest
 
 from .conftest import (
-    RANDOM_KILL_ENV, Landing, Workdir, assert_consistent, assert_matches_reference, assert_rework_bounded,
+    RANDOM_KILL_ENV, RUN_TIMEOUT, Landing, Workdir, assert_consistent, assert_matches_reference, assert_rework_bounded,
     landing, phases,
 )
 
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 MIN_KILLS = 25
 MAX_KILLS = 70
+KILLS_PER_CHAIN = 6  # then the chain's next run is left to complete
 OVERSHOOT = 1.25
 REQUIRED = {"open transaction": 2, "recovery/start-up": 2}
 
@@ -52,8 +54,9 @@ def test_random_kills_in_chains_of_resumes(tmp_path, crash_export, reference, wa
         kills = stored = 0
         while True:
             process = work.start(crash_export, env=RANDOM_KILL_ENV)
+            kill_after = rng.uniform(0, OVERSHOOT * reference.expected_seconds(stored))
             try:
-                _, err = process.communicate(timeout=rng.uniform(0, OVERSHOOT * reference.expected_seconds(stored)))
+                _, err = process.communicate(timeout=kill_after if kills < KILLS_PER_CHAIN else RUN_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.send_signal(signal.SIGKILL)
                 _, err = process.communicate(timeout=60)

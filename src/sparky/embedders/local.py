@@ -44,6 +44,8 @@ class OnnxMiniLM:
         options.intra_op_num_threads = physical_cores()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle workers sleep instead of spinning: the ingest pipeline parses the next batch meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def tokenize(self, texts: list[str]) -> list[Tokens]:

@@ -1,15 +1,16 @@
 """The SQLite side of search: exact cosine k-NN over the float32 blobs and FTS5 BM25, filtered before top-k.
 
-The vectors are read once per process and store file, with the few message fields the filters need, and
-kept; they are re-read when the chunk count or the largest chunk id changes (an ingestion ran meanwhile).
-The keyword query applies the filters in SQL; the vector side applies the same filters as a numpy mask
-over the cached fields (a SQL pass over the messages table costs ~100 ms at 200k chunks, the mask ~1 ms)
+The vectors are read once per process and store file and kept; they are re-read when the chunk count or
+the largest chunk id changes (an ingestion ran meanwhile). The keyword query applies the filters in SQL.
+The vector side applies the same filters as a numpy mask over the messages' filterable fields, read once
+on the first filtered search (a SQL pass over the messages costs ~100 ms at 200k chunks, the mask ~1 ms),
 and scores only the rows that pass.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -60,35 +61,42 @@ class MessageRow:
     text: str
 
 
-@dataclass
-class _Matrix:
-    """Every chunk vector of one store in chunk id order, with its message's filterable fields."""
+@dataclass(frozen=True)
+class _Fields:
+    """The filterable fields of each chunk's message, aligned with a ``_Matrix``."""
 
-    count: int
-    max_id: int
-    ids: np.ndarray  # int64 chunk ids, ascending
-    messages: np.ndarray  # int64 message row of each chunk
-    vectors: np.ndarray  # float32 (count, dimensions)
+    known: np.ndarray  # bool: the message is still stored
     conversations: np.ndarray  # int64 conversation row
     dates: np.ndarray  # float64 epoch seconds (message, else conversation), NaN when unknown
     roles: np.ndarray  # str: "user" | "assistant"
     sources: np.ndarray  # str: "chatgpt" | "claude"
 
-    def passing(self, filters: StoreFilters) -> np.ndarray | None:
-        """Row numbers that pass the filters, or None when nothing is filtered."""
-        mask = np.ones(len(self.ids), dtype=bool)
+    def passing(self, filters: StoreFilters) -> np.ndarray:
+        """Row numbers that pass the filters."""
+        mask = self.known.copy()
         if filters.role:
             mask &= self.roles == filters.role
         if filters.source:
             mask &= self.sources == filters.source
         if filters.conversations is not None:
             mask &= np.isin(self.conversations, np.asarray(filters.conversations, dtype=np.int64))
-        with np.errstate(invalid="ignore"):  # NaN dates fail every date filter, as NULL does in SQL
-            if filters.since is not None:
-                mask &= self.dates >= filters.since
-            if filters.until is not None:
-                mask &= self.dates < filters.until
-        return None if mask.all() else np.flatnonzero(mask)
+        if filters.since is not None:  # NaN dates fail every date filter, as NULL does in SQL
+            mask &= self.dates >= filters.since
+        if filters.until is not None:
+            mask &= self.dates < filters.until
+        return np.flatnonzero(mask)
+
+
+@dataclass
+class _Matrix:
+    """Every chunk vector of one store in chunk id order; the filter fields are read on first need."""
+
+    count: int
+    max_id: int
+    ids: np.ndarray  # int64 chunk ids, ascending
+    messages: np.ndarray  # int64 message row of each chunk
+    vectors: np.ndarray  # float32 (count, dimensions)
+    fields: _Fields | None = None
 
 
 _MATRICES: dict[str, _Matrix] = {}
@@ -121,9 +129,11 @@ class SQLiteSearch:
     def vector_search(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass."""
         matrix = self.load_vectors(query.shape[-1])
-        rows = matrix.passing(filters)
-        if rows is None:
+        if filters == StoreFilters():
             return _best_per_message(matrix.vectors @ query, matrix.ids, matrix.messages, limit)
+        if matrix.fields is None:
+            matrix.fields = _load_fields(self.db, matrix.messages)
+        rows = matrix.fields.passing(filters)
         # a few rows: gather and score them; many: scoring all beats copying the rows out
         scores = matrix.vectors[rows] @ query if len(rows) * 8 < len(matrix.ids) else (matrix.vectors @ query)[rows]
         return _best_per_message(scores, matrix.ids[rows], matrix.messages[rows], limit)
@@ -206,29 +216,36 @@ def _load_matrix(store: SQLiteStore, count: int, max_id: int, dimensions: int) -
     ids = np.empty(count, dtype=np.int64)
     messages = np.empty(count, dtype=np.int64)
     vectors = np.empty((count, dimensions), dtype=np.float32)
-    conversations = np.empty(count, dtype=np.int64)
-    dates = np.empty(count, dtype=np.float64)
-    roles = np.empty(count, dtype=object)
-    sources = np.empty(count, dtype=object)
-    cursor = store.db.execute(
-        "SELECT c.id, c.message, m.conversation, coalesce(m.created_at, v.created_at), m.role, v.source, c.vector"
-        " FROM chunks c JOIN messages m ON m.id = c.message JOIN conversations v ON v.id = m.conversation"
-        " WHERE c.id <= ? ORDER BY c.id", (max_id,))
+    cursor = store.db.execute("SELECT id, message, vector FROM chunks WHERE id <= ? ORDER BY id", (max_id,))
     filled = 0
     while rows := cursor.fetchmany(_FETCH_ROWS):
         rows = rows[: count - filled]
         end = filled + len(rows)
-        columns = list(zip(*rows))
-        blob = b"".join(columns[6])
+        chunk_ids, message_ids, blobs = zip(*rows)
+        blob = b"".join(blobs)
         if len(blob) != len(rows) * dimensions * 4:
             raise StoreError(f"{store.path}: stored vectors do not have {dimensions} dimensions")
-        ids[filled:end], messages[filled:end], conversations[filled:end] = columns[0], columns[1], columns[2]
-        dates[filled:end] = [np.nan if date is None else date for date in columns[3]]
-        roles[filled:end], sources[filled:end] = columns[4], columns[5]
+        ids[filled:end], messages[filled:end] = chunk_ids, message_ids
         vectors[filled:end] = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimensions)
         filled = end
-    return _Matrix(filled, max_id, ids[:filled], messages[:filled], vectors[:filled], conversations[:filled],
-                   dates[:filled], roles[:filled].astype(str), sources[:filled].astype(str))
+    return _Matrix(filled, max_id, ids[:filled], messages[:filled], vectors[:filled])
+
+
+def _load_fields(db: sqlite3.Connection, chunk_messages: np.ndarray) -> _Fields:
+    rows = db.execute(
+        "SELECT m.id, m.conversation, coalesce(m.created_at, v.created_at), m.role, v.source"
+        " FROM messages m JOIN conversations v ON v.id = m.conversation ORDER BY m.id"
+    ).fetchall() or [(-1, -1, None, "", "")]
+    ids, conversations, dates, roles, sources = zip(*rows)
+    message_ids = np.array(ids, dtype=np.int64)
+    at = np.searchsorted(message_ids, chunk_messages).clip(max=len(message_ids) - 1)
+    return _Fields(
+        known=message_ids[at] == chunk_messages,
+        conversations=np.array(conversations, dtype=np.int64)[at],
+        dates=np.array([np.nan if date is None else date for date in dates], dtype=np.float64)[at],
+        roles=np.array(roles)[at],
+        sources=np.array(sources)[at],
+    )
 
 
 def _best_per_message(scores: np.ndarray, chunks: np.ndarray, messages: np.ndarray, limit: int) -> list[ChunkHit]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/embedders.py [--texts 600] [--rounds 3] [--budgets 256,512,1024,2048,4096]
 
-Texts are generated deterministically (chat-like, mean ~140 words). Throughput is measured in one process,
+Texts are generated deterministically (chat-like, mean ~145 words). Throughput is measured in one process,
 runtimes and budgets interleaved round by round and the best round kept, so load from other processes
 affects them alike; CPU ms/text (process CPU time, best round) is less sensitive to such load. Cold start
 (one query, interpreter start included; best of 3) and peak RSS (of that query, and of one bulk run at the

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -107,7 +109,7 @@ def latency(db: Path, queries: list[str], label: str, rounds: int = 3) -> None:
     chunks = store.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
     messages = store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
     print(f"\nWarm latency, {label}: {messages:,} messages, {chunks:,} chunks "
-          f"(first search, loading model and vectors: {first * 1000:.0f} ms)")
+          f"(first search, loading model and vectors: {first * 1000:.0f} ms; load average {os.getloadavg()[0]:.1f})")
     for mode in MODES:
         times = []
         for _ in range(rounds):
@@ -122,15 +124,19 @@ def latency(db: Path, queries: list[str], label: str, rounds: int = 3) -> None:
 
 def cold_start(db: Path, query: str, runs: int = 5) -> None:
     """Wall time of ``python retrieve_similar.py QUERY`` in a fresh process, per mode."""
-    print(f"\nCold process `retrieve_similar.py {query!r}` (wall time of {runs} runs)")
+    print(f"\nCold process `retrieve_similar.py {query!r}` ({runs} runs; load average {os.getloadavg()[0]:.1f})")
     for mode in ("hybrid", "keyword"):
-        times = []
+        times, cpu = [], []
         for _ in range(runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run([sys.executable, str(ROOT / "retrieve_similar.py"), query, "--db", str(db), "--mode",
                             mode], check=True, stdout=subprocess.DEVNULL)
             times.append(time.perf_counter() - started)
-        print(f"  {mode:<8} median {statistics.median(times):.2f} s   max {max(times):.2f} s")
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        print(f"  {mode:<8} wall median {statistics.median(times):.2f} s, max {max(times):.2f} s"
+              f"   (CPU time median {statistics.median(cpu):.2f} s)")
 
 
 def synthesise(db: Path, target_chunks: int, seed: int = 1) -> None:

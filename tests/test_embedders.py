@@ -126,6 +126,16 @@ def test_fp32_model_is_built_atomically_once_and_reused(tmp_path, monkeypatch):
     assert cosines(vector, get_embedder("minilm").embed(["reuse the cache"]))[0] > 0.99999
 
 
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    def denied(*_: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setenv("SPARKY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(local, "_write_atomically", denied)
+    with pytest.raises(SparkyError, match="SPARKY_CACHE_DIR"):
+        local.fp32_path()
+
+
 def test_physical_cores_is_positive():
     assert 1 <= local.physical_cores() <= (os.cpu_count() or 1)
 

@@ -32,9 +32,14 @@ RRF_K = 20
 SIDE_DEPTH = 50
 NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1e-6: BM25 stays below this
 SNIPPET_CHARS = 240
-_STOPWORDS = frozenset(
-    "a an and are as at be but by can do does did for from how i if in is it me my of on or so that the"
-    " this to was what when where which who why with you your".split()
+_STOPWORDS = frozenset(  # the usual English list (NLTK's, without contractions): never in the keyword query
+    "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers"
+    " herself it its itself they them their theirs themselves what which who whom this that these those am is"
+    " are was were be been being have has had having do does did doing a an the and but if or because as until"
+    " while of at by for with about against between into through during before after above below to from up"
+    " down in out on off over under again further then once here there when where why how all any both each"
+    " few more most other some such no nor not only own same so than too very s t can will just don should now"
+    .split()
 )
 _PRELOADS: dict[str, threading.Thread] = {}
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # kana and CJK ideographs

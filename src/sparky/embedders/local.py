@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SparkyError
 from . import Tokens
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (the position table has 512)
@@ -149,7 +150,11 @@ def fp32_path() -> Path:
     if not path.exists():
         from .onnx_bert import build_bert_onnx
 
-        _write_atomically(path, build_bert_onnx(model_dir()))
+        try:
+            _write_atomically(path, build_bert_onnx(model_dir()))
+        except PermissionError as exc:
+            raise SparkyError(f"cannot write the model cache {path} ({exc.strerror}); "
+                              "set SPARKY_CACHE_DIR to a writable folder") from exc
     return path
 
 

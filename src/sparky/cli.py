@@ -19,7 +19,8 @@ DEFAULT_DB_NAME = "sparky_memory.db"
 
 
 def friendly_errors(command: Callable) -> Callable:
-    """Turn a SparkyError into one line on stderr and its exit code, never a traceback."""
+    """Turn a SparkyError into one line on stderr and its exit code, never a traceback; a Ctrl+C that
+    arrives before the pipeline's own handler is installed still exits 130 (nothing was started)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -28,6 +29,9 @@ def friendly_errors(command: Callable) -> Callable:
         except SparkyError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
 

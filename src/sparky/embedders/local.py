@@ -52,10 +52,7 @@ class OnnxMiniLM:
     def tokenize(self, texts: list[str]) -> list[Tokens]:
         """Model tokens of each text without special tokens or truncation (the chunking hook)."""
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [
-            Tokens(e.offsets, [i == 0 or e.word_ids[i] != e.word_ids[i - 1] for i in range(len(e.ids))])
-            for e in encodings
-        ]
+        return [_tokens(encoding) for encoding in encodings]
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens each text takes in the model, special tokens included, before truncation."""
@@ -84,6 +81,13 @@ class OnnxMiniLM:
 
     def _clip(self, ids: list[int]) -> list[int]:
         return ids if len(ids) <= self.max_tokens else ids[: self.max_tokens - 1] + ids[-1:]
+
+
+def _tokens(encoding) -> Tokens:
+    """Spans and word starts of one encoding (``word_ids`` builds a new list on every access: read it once)."""
+    word_ids = encoding.word_ids
+    starts = [i == 0 or word_ids[i] != word_ids[i - 1] for i in range(len(word_ids))]
+    return Tokens(encoding.offsets, starts)
 
 
 def _length_groups(lengths: list[int], budget: int) -> list[list[int]]:

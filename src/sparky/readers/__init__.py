@@ -37,6 +37,11 @@ SURROGATE_ESCAPE = re.compile(
 )
 
 
+# zipfile raises RuntimeError for an encrypted member and NotImplementedError for an unsupported
+# compression method or zip version: all of them mean "this export cannot be read".
+ZIP_PROBLEMS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
+
+
 @dataclass(frozen=True)
 class _Part:
     """One JSON file of the export: on disk, or a member of the export zip."""
@@ -197,7 +202,7 @@ def _items(part: _Part) -> Iterator[object]:
             yield from ijson.items(stream, "item", use_float=True)
     except ijson.JSONError as error:
         raise InputError(f"{part.name}: {_json_problem(error, stream.consumed)}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except ZIP_PROBLEMS as error:
         raise InputError(f"{part.name}: cannot be read ({error})") from None
 
 
@@ -252,7 +257,7 @@ class ExportReader:
         self.display_path = str(path)
         try:
             self._parts = _locate(self.path, self.display_path)
-        except (OSError, zipfile.BadZipFile) as error:
+        except ZIP_PROBLEMS as error:
             raise InputError(f"{self.display_path}: cannot be read ({error})") from None
         self.files = [part.name for part in self._parts]
         self.skipped: list[tuple[str, str]] = []

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from .cli import cli, db_option, friendly_errors, progress_file_option, run_reset, store_url
 from .errors import InputError
-from .progress import DEFAULT_NAME, check_fields, load_progress
+from .progress import DEFAULT_NAME, load_progress
 
 EXIT_NOT_STARTED = 1
 
@@ -63,10 +63,7 @@ def _print_report(progress_file: Path, progress: dict[str, Any], export: Path | 
 
 def _load(progress_file: Path) -> dict[str, Any] | None:
     try:
-        progress = load_progress(progress_file)
-        if progress is not None:
-            check_fields(progress_file, progress)
-        return progress
+        return load_progress(progress_file)
     except InputError as exc:
         raise InputError(f"{exc} (to rebuild it from the store: {_rebuild_hint(progress_file)})") from None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import InputError, StoreError
 from .locking import FileLock
-from .progress import check_fields, empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
+from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
 from .readers import ExportReader
 from .scan import scan_export
 from .stores import Store, open_store, redact
@@ -58,8 +58,6 @@ def rebuild_progress(progress_path: Path, store: Store, export: Path | None) -> 
         remove_stale_temp_files(progress_path)
         try:
             progress = load_progress(progress_path)
-            if progress is not None:
-                check_fields(progress_path, progress)
         except InputError as exc:
             if export is None:
                 raise InputError(f"{exc}; name its export with --export PATH to rebuild it") from None

@@ -25,7 +25,10 @@ def reset_export(export: Path | None, progress_path: Path, store: Store) -> Rese
         store.url, f"memory store {redact(store.url)}"
     ):
         keys: set[str] = set()
-        progress = load_progress(progress_path)
+        try:
+            progress = load_progress(progress_path)
+        except InputError:  # a damaged progress file is what a reset is for: delete it all the same
+            progress = None
         if progress is not None:
             keys.update(progress.get("processed_messages", []))
             keys.update(progress.get("failed_messages", {}))
@@ -33,7 +36,7 @@ def reset_export(export: Path | None, progress_path: Path, store: Store) -> Rese
             try:
                 keys.update(scan_export(ExportReader(export)).all_keys())
             except InputError:
-                if progress is None:
+                if progress is None and not progress_path.exists():
                     raise
         removed = store.delete_keys(keys)
         existed = progress_path.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .cli import cli, db_option, friendly_errors, progress_file_option, store_url
-from .search import MODES, Filters, SearchResult, iso_date, parse_when
+from .search import MODES, Filters, Searcher, SearchResult, iso_date, open_for_search, parse_when, preload_embedder
 
 FORMATS = ("table", "json", "context")
 
@@ -35,8 +35,6 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
                    until: str | None, source: str | None, context: int, mode: str, output: str, embedder: str,
                    progress_file: Path, db: str | None) -> None:
     """Search the memory for QUERY: messages that match its meaning and its words."""
-    from .search import Searcher, open_for_search, preload_embedder
-
     if mode != "keyword":
         preload_embedder(embedder)
     text = " ".join(query)

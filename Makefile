@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(BIN)/sparky ingest sample/chat-history --progress-file $(DEMO)/sparky_ingestion_progress.json
-	$(BIN)/sparky ingest sample/chat-history --progress-file $(DEMO)/sparky_ingestion_progress.json --quiet
+	$(BIN)/sparky progress --progress-file $(DEMO)/sparky_ingestion_progress.json
+	$(BIN)/sparky search "docker permission denied on the socket" --db $(DEMO)/sparky_memory.db -k 3
+	$(BIN)/sparky search "receta de shakshuka" --db $(DEMO)/sparky_memory.db -k 3 --format context
 
 test: install
 	$(BIN)/python -m pytest -q

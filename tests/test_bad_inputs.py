@@ -471,11 +471,6 @@ CASES: dict[str, Case] = {
     "store-with-scribbled-pages": Case(write(VALID), store=scribbled_store, error="malformed", names="store.db"),
 }
 
-KNOWN_BUGS = {  # product bugs these cases reveal, outside the files the crash suite may fix; see its report
-    "zip-with-encrypted-member": "readers: zipfile's RuntimeError (encrypted member) is not turned into InputError",
-    "zip-with-unsupported-compression": "readers: zipfile's NotImplementedError is not turned into InputError",
-}
-
 # --- running them ----------------------------------------------------------------------------------------
 
 
@@ -511,8 +506,6 @@ SLOW_CASES = {"100k-message-conversation", "5-MB-whitespace-message"}
 
 def marks(name: str) -> list:
     found = [pytest.mark.slow] if name in SLOW_CASES else []
-    if name in KNOWN_BUGS:
-        found.append(pytest.mark.xfail(reason=KNOWN_BUGS[name], strict=True))
     return found
 
 
@@ -568,8 +561,6 @@ json.dump({"chunks": chunks, "most_tokens": max(embedder.count_tokens(chunks))},
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="embedders/local.py OnnxMiniLM.tokenize reads Encoding.word_ids (a fresh list "
-                                       "of every token) once per token: quadratic, hours for a 5 MB message")
 def test_a_5_MB_message_is_read_whole_and_chunked_without_loss(tmp_path):
     """Embedding 5 MB (about 5,000 chunks) would take minutes, so this stops before the model: the reader and
     selection keep the whole text, and its chunks cover it within the model's window. The chunking runs in a

@@ -287,8 +287,6 @@ def test_double_ctrl_c_stops_at_once_and_the_store_stays_consistent(tmp_path, ex
     assert_next_run_completes(work, export, expected_keys)
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: a Ctrl+C before Ingestion.run installs its handler (opening the "
-                                       "store, loading the model) is click's 'Aborted!' with exit code 1, not 130")
 def test_ctrl_c_while_the_model_loads_exits_130(tmp_path, export, expected_keys):
     work = Work(tmp_path)
     process = work.start(export)

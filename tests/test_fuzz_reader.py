@@ -175,9 +175,6 @@ def mutate_zip(data: bytes, mutations: list[tuple[str, int, object]]) -> bytes:
     return data
 
 
-@pytest.mark.xfail(strict=False, reason="readers: zipfile's NotImplementedError (compression method, zip version, "
-                                        "flag bits), RuntimeError (encryption) and UnicodeDecodeError (utf-8 name "
-                                        "flag) escape as non-InputErrors; the fuzzer finds one in about 1 run in 3")
 @FUZZ
 @given(mutations=st.lists(MUTATION | ZIP_FIELD, min_size=1, max_size=4))
 def test_mutated_zip_export_is_read_or_one_input_error(scratch, mutations):

@@ -37,9 +37,10 @@ SURROGATE_ESCAPE = re.compile(
 )
 
 
-# zipfile raises RuntimeError for an encrypted member and NotImplementedError for an unsupported
-# compression method or zip version: all of them mean "this export cannot be read".
-ZIP_PROBLEMS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
+# zipfile raises RuntimeError for an encrypted member, NotImplementedError for an unsupported compression
+# method, zip version or flag, and UnicodeDecodeError (a ValueError) for undecodable member names: all of
+# them mean "this export cannot be read".
+ZIP_PROBLEMS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, ValueError)
 
 
 @dataclass(frozen=True)

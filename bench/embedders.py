@@ -1,6 +1,6 @@
 """Compare the local embedding runtimes: throughput by token budget, cold start, peak memory, agreement.
 
-    .venv/bin/python bench/embedders.py [--texts 600] [--rounds 3] [--budgets 256,512,1024,2048,4096]
+    .venv/bin/python bench/embedders.py [--texts 600] [--rounds 3] [--budgets 128,256,512,1024,4096]
 
 Texts are generated deterministically (chat-like, mean ~145 words). Throughput is measured in one process,
 runtimes and budgets interleaved round by round and the best round kept, so load from other processes
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budgets", default="256,512,1024,2048,4096", help="padded tokens per model call")
+    parser.add_argument("--budgets", default="128,256,512,1024,4096", help="padded tokens per model call")
     parser.add_argument("--bulk-child", metavar="RUNTIME", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from sparky.embedders import get_embedder

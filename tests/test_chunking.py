@@ -37,7 +37,7 @@ def check_chunks(text: str, chunks, embedder, max_tokens: int, overlap: int) -> 
     places[0], places[-1] = (0, places[0][1]), (places[-1][0], len(text))
     assert [c.text for c in chunks] == [text[start:end] for start, end in places]
     for (_, end), (next_start, _) in zip(places, places[1:]):
-        assert next_start < end  # characters overlap too: no gap anywhere
+        assert next_start < end if overlap else not text[end:next_start].strip()  # no text between chunks
     return places
 
 
@@ -105,6 +105,8 @@ def test_batch_api_matches_one_by_one(minilm):
 def test_overlap_must_leave_room_to_advance(minilm):
     with pytest.raises(ValueError, match="overlap"):
         chunk_message("k", "text", minilm, max_tokens=64, overlap=31)
+    text = "one two three four five six seven"
+    check_chunks(text, chunk_message("k", text, minilm, max_tokens=5, overlap=0), minilm, 5, 0)
 
 
 WORD = st.text(st.sampled_from("abcdeé语文🙂.,!?-'"), min_size=1, max_size=6)

@@ -46,7 +46,8 @@ def split_tokens(text: str, tokens: Tokens, budget: int, overlap: int) -> list[t
     start = 0
     while count - start > budget:
         limit = start + budget
-        end = max(range(limit, limit - budget // 4, -1), key=lambda cut: _cut_quality(text, tokens, cut))
+        window = range(limit, limit - max(1, budget // 4), -1)  # the last quarter: chunks stay long
+        end = max(window, key=lambda cut: _cut_quality(text, tokens, cut))
         ranges.append((start, end))
         start = max(end - overlap, start + 1)
         while start > ranges[-1][0] + 1 and not tokens.word_starts[start]:

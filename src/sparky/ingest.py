@@ -213,13 +213,15 @@ class Ingestion:
         )
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
             in_flight: tuple[list[PendingMessage], Future] | None = None
+            # The next batch is parsed and chunked while the current one embeds; it is sent only after the
+            # current one is committed, so a kill never throws away more than one embedded batch.
             for batch in self._batches(done_conversations):
-                if self.stop.requested:
-                    break  # drop the batch not yet sent; the one in flight is finished below
-                future = pool.submit(self._embed_batch, batch)
                 if in_flight is not None:
                     self._store_outcome(*in_flight)
-                in_flight = (batch, future)
+                    in_flight = None
+                if self.stop.requested:
+                    break  # the batch just built is dropped; it is the first one the next run embeds
+                in_flight = (batch, pool.submit(self._embed_batch, batch))
             if in_flight is not None:
                 self._store_outcome(*in_flight)
         self.display.finish()

@@ -99,10 +99,10 @@ def load_progress(path: Path) -> dict[str, Any] | None:
     version = data.get("version", VERSION)
     if not isinstance(version, int) or version > VERSION:
         raise InputError(f"{path}: written by a newer Sparky (progress version {version}); upgrade sparky")
-    check_fields(path, data)
     merged = empty_progress()
     merged.update(data)
     merged["stats"] = {**empty_progress()["stats"], **data.get("stats", {})}
+    check_fields(path, merged)
     return merged
 
 

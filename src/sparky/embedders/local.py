@@ -144,13 +144,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparky"
 
 
+def weights_digest(weights: Path) -> str:
+    """sha256 (16 hex) of the weights file, remembered beside the cache by size and mtime: hashing 90 MB
+    on every start would cost a cold search 0.1–0.3 s."""
+    stat = weights.stat()
+    memo = cache_dir() / f".{weights.name}.{stat.st_size}.{stat.st_mtime_ns}.sha256"
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    value = digest.hexdigest()[:16]
+    try:
+        _write_atomically(memo, value.encode())
+    except OSError:
+        pass  # an unwritable cache only costs the hash next time
+    return value
+
+
 def fp32_path() -> Path:
     """The cached fp32 ONNX model, built on first use; its name carries a hash of the weights."""
-    digest = hashlib.sha256()
-    with open(model_dir() / "model.safetensors", "rb") as weights:
-        while block := weights.read(1 << 20):
-            digest.update(block)
-    path = cache_dir() / f"{FP32_MODEL}-fp32-g{GRAPH_VERSION}-{digest.hexdigest()[:16]}.onnx"
+    path = cache_dir() / f"{FP32_MODEL}-fp32-g{GRAPH_VERSION}-{weights_digest(model_dir() / 'model.safetensors')}.onnx"
     if not path.exists():
         from .onnx_bert import build_bert_onnx
 

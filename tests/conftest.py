@@ -20,6 +20,18 @@ def sample_export() -> Path:
     return SAMPLE
 
 
+def linear_mapping(messages: tuple[dict, ...]) -> tuple[dict, str]:
+    """A ChatGPT mapping root -> n1 -> n2 ... holding ``messages``, and the id of its last node."""
+    mapping: dict = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
+    parent = "root"
+    for index, item in enumerate(messages, 1):
+        node_id = f"n{index}"
+        mapping[node_id] = {"id": node_id, "message": item, "parent": parent, "children": []}
+        mapping[parent]["children"].append(node_id)
+        parent = node_id
+    return mapping, parent
+
+
 def generate_export(out: Path, conversations: int, messages: int, seed: int = 7) -> Path:
     """Write a generated ChatGPT export with sample/generate.py and return its folder."""
     subprocess.run(

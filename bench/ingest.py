@@ -1,124 +1,270 @@
-"""Ingestion benchmark: full ingest, bare model encode of the same chunks, no-op resume, RSS as the export grows.
+"""Ingestion benchmark: every figure of the performance issue, in one markdown table, from one run.
 
-    python bench/ingest.py [--conversations 544] [--messages 13719] [--growth 10] [--growth-seconds 90]
+    python bench/ingest.py [--conversations 544] [--messages 13719] [--embedder minilm] [--batch-size 256]
+                           [--growth 10] [--growth-seconds 90] [--skip-growth] [--rounds 3]
 
-Every figure comes from this one run on this machine; ratios are measured side by side.
+Full ingest (wall time, peak RSS), the embedder alone on the same chunks, a no-op resume, a resume after
+a SIGKILL at 50 %, warm hybrid search, recall@5 of the labelled queries with the generated messages as
+distractors (and the same for the fp32 model, whose full ingest is timed too), and peak RSS on a larger
+export.
+Every ratio is measured side by side in this run, on this machine; phases are announced on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
+from datetime import date
+from importlib.metadata import version
 from pathlib import Path
+from typing import NamedTuple
 
-import psutil
+from search_quality import SAMPLE, labelled_queries, measure_latency, quality, query_texts
+from sparky.embedders import EMBEDDERS, get_embedder
+from sparky.search import Searcher, open_for_search
 
 ROOT = Path(__file__).resolve().parent.parent
+DB = "sparky_memory.db"
+ISSUE_EXPORT = (544, 13719)  # the export the issue's targets are for
+Row = tuple[str, str, str]  # measure, value, target
+
+
+def phase(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def target(limit: str, met: bool) -> str:
+    return f"{limit} {'✓' if met else '✗'}"
 
 
 def generate(out: Path, conversations: int, messages: int) -> Path:
+    phase(f"generating an export of {conversations:,} conversations, {messages:,} messages")
     subprocess.run([sys.executable, str(ROOT / "sample" / "generate.py"), "--conversations", str(conversations),
-                    "--messages", str(messages), "--out", str(out)], check=True)
+                    "--messages", str(messages), "--out", str(out)], check=True, stdout=sys.stderr)
     return out
 
 
-def timed_ingest(export: Path, workdir: Path, *extra: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `sparky ingest` child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sparky", "ingest", str(export), "--quiet", *extra], cwd=workdir,
-                   check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024
+def start_ingest(export: Path, workdir: Path, embedder: str, *extra: str) -> subprocess.Popen:
+    """A `sparky ingest` child in ``workdir`` (store and progress file there), its output in ingest.log."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "ingest.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "sparky", "ingest", str(export), "--embedder", embedder,
+                                 "--quiet", *extra], cwd=workdir, stdout=log, stderr=log)
 
 
-def bare_encode_seconds(db: Path, batch_size: int) -> tuple[float, int]:
-    """Seconds for the embedder alone on exactly the chunks the pipeline stored, in its batch size."""
-    from sparky.embedders import get_embedder
+class Run(NamedTuple):
+    """One complete ingest child."""
 
-    with sqlite3.connect(db) as connection:
-        texts = [row[0] for row in connection.execute("SELECT text FROM chunks ORDER BY id")]
-    embedder = get_embedder("minilm")
-    embedder.embed(texts[:8])  # load and warm the model outside the timing, as the pipeline's ratio is ours
-    start = time.perf_counter()
-    for offset in range(0, len(texts), batch_size):
-        embedder.embed(texts[offset : offset + batch_size])
-    return time.perf_counter() - start, len(texts)
+    wall: float  # seconds
+    cpu: float  # user + system seconds, all threads
+    rss: float  # peak MiB
 
 
-def peak_rss_during(export: Path, workdir: Path, seconds: float) -> tuple[float, int]:
-    """Peak RSS (MiB) of an ingest child sampled for ``seconds``, then stopped with SIGINT; messages stored."""
-    child = subprocess.Popen([sys.executable, "-m", "sparky", "ingest", str(export), "--quiet"], cwd=workdir,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    process = psutil.Process(child.pid)
-    peak = 0
+def finish(child: subprocess.Popen, workdir: Path, expected: tuple[int, ...] = (0,)) -> resource.struct_rusage:
+    """Wait for an ingest child; its own resource usage. Exits with its log if its exit code is unexpected."""
+    _, status, usage = os.wait4(child.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code not in expected:
+        log = (workdir / "ingest.log").read_text(errors="replace")
+        raise SystemExit(f"ingest in {workdir} exited {code}:\n{log}")
+    return usage
+
+
+def interrupt_after(child: subprocess.Popen, seconds: float) -> None:
+    """Ask the child to stop (SIGINT) after ``seconds``, unless it ended before; it is left to be reaped."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and child.poll() is None:
-        peak = max(peak, process.memory_info().rss)
+    while time.monotonic() < deadline and os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         time.sleep(0.05)
-    child.send_signal(signal.SIGINT)
-    child.wait()
-    with sqlite3.connect(workdir / "sparky_memory.db") as connection:
-        stored = connection.execute("SELECT count(*) FROM messages").fetchone()[0]
-    return peak / 2**20, stored
+    os.kill(child.pid, signal.SIGINT)
+
+
+def timed_ingest(export: Path, workdir: Path, embedder: str, *extra: str) -> Run:
+    """Time one complete `sparky ingest` child."""
+    start = time.perf_counter()
+    usage = finish(start_ingest(export, workdir, embedder, *extra), workdir)
+    return Run(time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    """Rows from a read-only connection (safe beside a writing ingest); [] while the table does not exist."""
+    try:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            return connection.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def count(db: Path, table: str) -> int:
+    rows = query(db, f"SELECT count(*) FROM {table}")
+    return rows[0][0] if rows else 0
+
+
+def keys(db: Path) -> set[str]:
+    return {key for (key,) in query(db, "SELECT key FROM messages")}
+
+
+def bare_encode_seconds(db: Path, embedder: str, batch_size: int) -> tuple[float, float]:
+    """Wall and CPU seconds of the embedder alone on exactly the chunks the pipeline stored, in its batch size."""
+    texts = [text for (text,) in query(db, "SELECT text FROM chunks ORDER BY id")]
+    model = get_embedder(embedder)
+    model.embed(texts[:8])  # load and warm the model outside the timing, as the pipeline's ratio is ours
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for offset in range(0, len(texts), batch_size):
+        model.embed(texts[offset : offset + batch_size])
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def kill_at(export: Path, workdir: Path, embedder: str, batch_size: int, messages: int) -> int:
+    """Start an ingest and SIGKILL it once ``messages`` are committed; how many were committed by then."""
+    child = start_ingest(export, workdir, embedder, "--batch-size", str(batch_size))
+    while count(workdir / DB, "messages") < messages:
+        if child.poll() is not None:
+            raise SystemExit(f"the ingest to kill ended (exit {child.returncode}) before {messages:,} messages")
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    finish(child, workdir, expected=(-signal.SIGKILL,))
+    return count(workdir / DB, "messages")
+
+
+def kill_and_resume(export: Path, workdir: Path, args: argparse.Namespace, full: Path, full_wall: float) -> Row:
+    """Kill an ingest at half of what the full run stored, resume it, and check it stored the same messages."""
+    total = count(full, "messages")
+    phase(f"ingesting again, to SIGKILL at {math.ceil(total / 2):,} of {total:,} messages")
+    killed_at = kill_at(export, workdir, args.embedder, args.batch_size, math.ceil(total / 2))
+    phase("resuming the killed ingest")
+    wall = timed_ingest(export, workdir, args.embedder, "--batch-size", str(args.batch_size)).wall
+    missing, extra = keys(full) - keys(workdir / DB), keys(workdir / DB) - keys(full)
+    if missing or extra:
+        raise SystemExit(f"FAILED: the resumed store differs from the full run's: {len(missing):,} messages "
+                         f"missing, {len(extra):,} extra")
+    remaining = total - killed_at
+    pace = f" ({wall / (full_wall * remaining / total):.2f}× the full run's pace)" if remaining else ""
+    return ("resume after SIGKILL at 50 %",
+            f"killed at {killed_at:,} of {total:,} messages; the resume stored the other {remaining:,} in "
+            f"{wall:.1f} s{pace}", target("same message keys as the full run", True))
+
+
+def search_row(db: Path, embedder: str, rounds: int) -> Row:
+    phase(f"warm hybrid search, {rounds} rounds of the labelled queries")
+    result = measure_latency(db, query_texts(), rounds, ("hybrid",), embedder)
+    p50, p95 = result.percentiles["hybrid"]
+    return ("warm hybrid search p50 / p95", f"{p50:.1f} / {p95:.1f} ms ({result.searches} searches, "
+            f"{result.chunks:,} chunks; first search {result.first_ms:.0f} ms)", target("p50 ≤ 30 ms", p50 <= 30))
+
+
+def mixed_recall5(work: Path, store: Path, embedder: str) -> float:
+    """Hybrid recall@5 of the labelled queries: the sample export ingested with ``embedder`` into a copy of
+    ``store`` (the generated export, ingested with the same embedder), whose messages are distractors."""
+    phase(f"recall@5 of the labelled queries among the generated messages, {embedder}")
+    folder = work / f"mixed-{embedder}"
+    folder.mkdir()
+    shutil.copy(store, folder / DB)
+    timed_ingest(SAMPLE, folder, embedder)
+    searcher = open_for_search(str(folder / DB))
+    try:
+        return quality(Searcher(searcher, embedder), labelled_queries(folder / DB), "hybrid")["recall@5"]
+    finally:
+        searcher.close()
+
+
+def fp32_rows(work: Path, export: Path, args: argparse.Namespace, store: Path, full_wall: float) -> list[Row]:
+    """Recall@5 with distractors, for the embedder and for the fp32 model (ingested here too, and timed)."""
+    recall = mixed_recall5(work, store, args.embedder)
+    if EMBEDDERS[args.embedder] == "fp32":
+        return [("hybrid recall@5, labelled queries among the generated messages",
+                 f"{recall:.3f} (the fp32 model itself)", "")]
+    phase("full ingest with the fp32 model, for comparison")
+    fp32_run = timed_ingest(export, work / "fp32", "minilm-fp32", "--batch-size", str(args.batch_size))
+    fp32 = mixed_recall5(work, work / "fp32" / DB, "minilm-fp32")
+    return [
+        ("full ingest with minilm-fp32, for comparison",
+         f"{fp32_run.wall:.1f} s ({args.embedder} is {fp32_run.wall / full_wall:.2f}× faster)", ""),
+        ("hybrid recall@5, labelled queries among the generated messages",
+         f"{recall:.3f} (minilm-fp32: {fp32:.3f})", target("≥ fp32 − 0.02", recall >= fp32 - 0.02)),
+    ]
+
+
+def growth_row(work: Path, args: argparse.Namespace, full_rss: float) -> Row:
+    """Peak RSS of an ingest of a ``--growth`` times larger export, stopped (SIGINT) after --growth-seconds."""
+    big = generate(work / "big", args.conversations * args.growth, args.messages * args.growth)
+    phase(f"ingesting the {args.growth}x export for {args.growth_seconds:.0f} s")
+    child = start_ingest(big, work / "big-run", args.embedder, "--batch-size", str(args.batch_size))
+    interrupt_after(child, args.growth_seconds)
+    rss = finish(child, work / "big-run", expected=(0, 130)).ru_maxrss / 1024
+    size_mb = (big / "conversations.json").stat().st_size / 1e6
+    return (f"peak RSS, {args.growth}x export ({size_mb:.0f} MB), first {args.growth_seconds:.0f} s",
+            f"{rss:.0f} MiB ({count(work / 'big-run' / DB, 'messages'):,} messages stored)",
+            target("flat: ≤ 1.1 × full-ingest peak", rss <= 1.1 * full_rss))
+
+
+def machine(embedder: str) -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+               platform.processor() or platform.machine())
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime "
+            f"{version('onnxruntime')}, embedder {embedder} ({get_embedder(embedder).model}), {date.today()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conversations", type=int, default=544)
-    parser.add_argument("--messages", type=int, default=13719)
+    parser.add_argument("--conversations", type=int, default=ISSUE_EXPORT[0])
+    parser.add_argument("--messages", type=int, default=ISSUE_EXPORT[1])
+    parser.add_argument("--embedder", default="minilm", help="passed to every ingest and to the bare encode")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the labelled queries for search latency")
     parser.add_argument("--growth", type=int, default=10, help="size factor of the large export for the RSS check")
     parser.add_argument("--growth-seconds", type=float, default=90)
+    parser.add_argument("--skip-growth", action="store_true", help="no large export (same as --growth 1)")
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sparky-bench-") as tmp:
-        tmp_path = Path(tmp)
-        export = generate(tmp_path / "export", args.conversations, args.messages)
+        work = Path(tmp)
+        export = generate(work / "export", args.conversations, args.messages)
         size_mb = (export / "conversations.json").stat().st_size / 1e6
-        run = tmp_path / "run"
-        run.mkdir()
-        wall, rss = timed_ingest(export, run, "--batch-size", str(args.batch_size))
-        encode, chunk_count = bare_encode_seconds(run / "sparky_memory.db", args.batch_size)
-        noop, _ = timed_ingest(export, run)
-        with sqlite3.connect(run / "sparky_memory.db") as connection:
-            stored = connection.execute("SELECT count(*) FROM messages").fetchone()[0]
-
-        rows = [
-            ("export", f"{args.conversations} conversations, {args.messages:,} messages, {size_mb:.1f} MB"),
-            ("messages stored / chunks", f"{stored:,} / {chunk_count:,}"),
-            ("full ingest wall time", f"{wall:.1f} s"),
-            ("messages/s", f"{stored / wall:.1f}"),
-            ("peak RSS (full ingest)", f"{rss:.0f} MiB"),
-            ("bare encode of the same chunks", f"{encode:.1f} s"),
-            ("pipeline / bare encode", f"{wall / encode:.3f}"),
-            ("no-op resume", f"{noop:.2f} s"),
+        run, batch = work / "run", ("--batch-size", str(args.batch_size))
+        phase("full ingest")
+        full = timed_ingest(export, run, args.embedder, *batch)
+        stored, chunks = count(run / DB, "messages"), count(run / DB, "chunks")
+        phase(f"bare encode of the same {chunks:,} chunks")
+        encode, encode_cpu = bare_encode_seconds(run / DB, args.embedder, args.batch_size)
+        phase("no-op resume")
+        noop = timed_ingest(export, run, args.embedder, *batch).wall
+        issue_export = (args.conversations, args.messages) == ISSUE_EXPORT
+        rows: list[Row] = [
+            ("export", f"{args.conversations:,} conversations, {args.messages:,} messages, {size_mb:.1f} MB", ""),
+            ("messages stored / chunks", f"{stored:,} / {chunks:,}", ""),
+            ("full ingest wall time", f"{full.wall:.1f} s ({stored / full.wall:.1f} messages/s; CPU {full.cpu:.1f} s)",
+             target("≤ 180 s", full.wall <= 180) if issue_export else "≤ 180 s (for the issue's export)"),
+            ("peak RSS, full ingest", f"{full.rss:.0f} MiB", ""),
+            ("bare encode of the same chunks",
+             f"{encode:.1f} s (CPU {encode_cpu:.1f} s; same embedder, batch size {args.batch_size})", ""),
+            ("pipeline ÷ bare encode", f"{full.wall / encode:.3f} (CPU time: {full.cpu / encode_cpu:.3f})",
+             target("≤ 1.10", full.wall / encode <= 1.10)),
+            ("no-op resume", f"{noop:.2f} s", target("≤ 5 s", noop <= 5)),
+            kill_and_resume(export, work / "kill", args, run / DB, full.wall),
+            search_row(run / DB, args.embedder, args.rounds),
+            *fp32_rows(work, export, args, run / DB, full.wall),
         ]
-        if args.growth > 1:
-            big = generate(tmp_path / "big", args.conversations * args.growth, args.messages * args.growth)
-            big_run = tmp_path / "big-run"
-            big_run.mkdir()
-            big_rss, big_stored = peak_rss_during(big, big_run, args.growth_seconds)
-            big_mb = (big / "conversations.json").stat().st_size / 1e6
-            rows.append((f"peak RSS, {args.growth}x export ({big_mb:.0f} MB), first {args.growth_seconds:.0f} s",
-                         f"{big_rss:.0f} MiB ({big_stored:,} messages stored)"))
+        if args.growth > 1 and not args.skip_growth:
+            rows.append(growth_row(work, args, full.rss))
 
-    width = max(len(name) for name, _ in rows)
-    print(f"\nSparky ingest benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"| {'-' * width} | ----- |")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+    print(f"\nSparky ingest benchmark: {machine(args.embedder)}; load average {load_at_start:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end\n")
+    print("| measure | value | target |\n| --- | --- | --- |")
+    for row in rows:
+        print(f"| {' | '.join(row)} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 sample alone, then with the 13,719 messages of a generated export as distractors), warm latency at 14k
 messages and at 200k chunks (synthetic rows added), and the cold start of ``retrieve_similar.py``.
 
-    .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--work DIR]
+    .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--work DIR] [--embedder NAME]
 
 Answers in bench/queries.json name a conversation id and a distinctive substring of the answering
 message; they are resolved to message keys in the freshly ingested store, so they survive key changes.
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,21 @@ QUERIES = Path(__file__).with_name("queries.json")
 K = 10
 
 
-def ingest(export: Path, folder: Path) -> None:
+def ingest(export: Path, folder: Path, embedder: str = "minilm") -> None:
     """Ingest an export with the real CLI into ``folder``/sparky_memory.db."""
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "sparky", "ingest", str(export), "--progress-file",
-                           str(folder / "progress.json"), "--quiet"], capture_output=True, text=True)
+                           str(folder / "progress.json"), "--embedder", embedder, "--quiet"],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"ingesting {export} failed:\n{done.stdout}{done.stderr}")
     print(f"  ingested {export} in {time.perf_counter() - started:.0f} s")
+
+
+def query_texts() -> list[str]:
+    """The labelled queries' strings alone."""
+    return [query["query"] for query in json.loads(QUERIES.read_text(encoding="utf-8"))]
 
 
 def labelled_queries(db: Path) -> list[dict]:
@@ -99,30 +106,54 @@ def sweep(searcher: Searcher, queries: list[dict]) -> None:
         print(f"  {rrf_k:>5} " + "".join(f"{c['recall@5']:>8.3f} /{c['MRR']:.3f}" for c in cells))
 
 
-def latency(db: Path, queries: list[str], label: str, rounds: int = 3) -> None:
+@dataclass
+class Latency:
+    """Warm search latency on one store: (p50, p95) milliseconds per mode, after a first, loading search."""
+
+    messages: int
+    chunks: int
+    first_ms: float
+    searches: int  # per mode
+    percentiles: dict[str, tuple[float, float]]
+
+
+def measure_latency(db: Path, queries: list[str], rounds: int = 3, modes: tuple[str, ...] = MODES,
+                    embedder: str = "minilm") -> Latency:
     """Warm per-query latency per mode (model and matrix loaded by a first search)."""
     store = open_for_search(str(db))
-    searcher = Searcher(store)
-    started = time.perf_counter()
-    searcher.search(queries[0], k=K)
-    first = time.perf_counter() - started
-    chunks = store.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    messages = store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
-    print(f"\nWarm latency, {label}: {messages:,} messages, {chunks:,} chunks "
-          f"(first search, loading model and vectors: {first * 1000:.0f} ms; load average {os.getloadavg()[0]:.1f})")
-    for mode in MODES:
-        times = []
-        for _ in range(rounds):
-            for query in queries:
-                started = time.perf_counter()
-                searcher.search(query, k=K, mode=mode)
-                times.append((time.perf_counter() - started) * 1000)
-        p50, p95 = np.percentile(times, [50, 95])
-        print(f"  {mode:<8} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   ({len(times)} searches)")
-    store.close()
+    try:
+        searcher = Searcher(store, embedder)
+        started = time.perf_counter()
+        searcher.search(queries[0], k=K)
+        first = (time.perf_counter() - started) * 1000
+        percentiles = {}
+        for mode in modes:
+            times = []
+            for _ in range(rounds):
+                for query in queries:
+                    started = time.perf_counter()
+                    searcher.search(query, k=K, mode=mode)
+                    times.append((time.perf_counter() - started) * 1000)
+            p50, p95 = np.percentile(times, [50, 95])
+            percentiles[mode] = (float(p50), float(p95))
+        chunks = store.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        messages = store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        store.close()
+    return Latency(messages, chunks, first, rounds * len(queries), percentiles)
 
 
-def cold_start(db: Path, query: str, runs: int = 5) -> None:
+def latency(db: Path, queries: list[str], label: str, rounds: int = 3, embedder: str = "minilm") -> None:
+    """Print the warm per-query latency per mode."""
+    result = measure_latency(db, queries, rounds, embedder=embedder)
+    print(f"\nWarm latency, {label}: {result.messages:,} messages, {result.chunks:,} chunks "
+          f"(first search, loading model and vectors: {result.first_ms:.0f} ms; "
+          f"load average {os.getloadavg()[0]:.1f})")
+    for mode, (p50, p95) in result.percentiles.items():
+        print(f"  {mode:<8} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   ({result.searches} searches)")
+
+
+def cold_start(db: Path, query: str, runs: int = 5, embedder: str = "minilm") -> None:
     """Wall time of ``python retrieve_similar.py QUERY`` in a fresh process, per mode."""
     print(f"\nCold process `retrieve_similar.py {query!r}` ({runs} runs; load average {os.getloadavg()[0]:.1f})")
     for mode in ("hybrid", "keyword"):
@@ -131,7 +162,7 @@ def cold_start(db: Path, query: str, runs: int = 5) -> None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run([sys.executable, str(ROOT / "retrieve_similar.py"), query, "--db", str(db), "--mode",
-                            mode], check=True, stdout=subprocess.DEVNULL)
+                            mode, "--embedder", embedder], check=True, stdout=subprocess.DEVNULL)
             times.append(time.perf_counter() - started)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
@@ -173,13 +204,15 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="Also sweep RRF k and per-side depth.")
     parser.add_argument("--quality-only", action="store_true", help="Only the sample alone: no 14k/200k stores.")
     parser.add_argument("--work", type=Path, help="Keep stores here (reused when present) instead of a temp dir.")
+    parser.add_argument("--embedder", default="minilm", help="Embedding model to ingest and search with.")
     args = parser.parse_args()
+    embedder = args.embedder
     work = args.work or Path(tempfile.mkdtemp(prefix="sparky-search-bench-"))
     try:
         sample_db = work / "sample" / "sparky_memory.db"
         if not sample_db.exists():
-            ingest(SAMPLE, sample_db.parent)
-        evaluate(sample_db, "the sample alone", args.sweep and args.quality_only)
+            ingest(SAMPLE, sample_db.parent, embedder)
+        evaluate(sample_db, "the sample alone", args.sweep and args.quality_only, embedder)
         if args.quality_only:
             return
         big_db = work / "generated" / "sparky_memory.db"
@@ -187,34 +220,34 @@ def main() -> None:
             export = work / "generated-export" / "chat-history"
             subprocess.run([sys.executable, str(ROOT / "sample" / "generate.py"), "--conversations", "544",
                             "--messages", "13719", "--out", str(export)], check=True, stdout=subprocess.DEVNULL)
-            ingest(export, big_db.parent)
+            ingest(export, big_db.parent, embedder)
         mixed_db = work / "mixed" / "sparky_memory.db"
         if not mixed_db.exists():
             mixed_db.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(big_db, mixed_db)
-            ingest(SAMPLE, mixed_db.parent)
-        evaluate(mixed_db, "the sample among the 13,719 generated messages", args.sweep)
-        texts = [query["query"] for query in json.loads(QUERIES.read_text(encoding="utf-8"))]
-        latency(big_db, texts, "generated export")
-        cold_start(big_db, "how did I fix the docker permission error")
+            ingest(SAMPLE, mixed_db.parent, embedder)
+        evaluate(mixed_db, "the sample among the 13,719 generated messages", args.sweep, embedder)
+        texts = query_texts()
+        latency(big_db, texts, "generated export", embedder=embedder)
+        cold_start(big_db, "how did I fix the docker permission error", embedder=embedder)
         huge_db = work / "synthetic" / "sparky_memory.db"
         if not huge_db.exists():
             huge_db.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(big_db, huge_db)
             synthesise(huge_db, 200_000)
-        latency(huge_db, texts, "generated export + synthetic rows")
-        cold_start(huge_db, "how did I fix the docker permission error", runs=3)
+        latency(huge_db, texts, "generated export + synthetic rows", embedder=embedder)
+        cold_start(huge_db, "how did I fix the docker permission error", runs=3, embedder=embedder)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def evaluate(db: Path, label: str, with_sweep: bool) -> None:
+def evaluate(db: Path, label: str, with_sweep: bool, embedder: str = "minilm") -> None:
     """The quality table (and the sweep) for the labelled queries on one store."""
     queries = labelled_queries(db)
     store = open_for_search(str(db))
-    searcher = Searcher(store)
-    print_quality(searcher, queries, label)
+    searcher = Searcher(store, embedder)
+    print_quality(searcher, queries, f"{label}, {embedder}")
     if with_sweep:
         sweep(searcher, queries)
     store.close()

@@ -90,6 +90,27 @@ def test_text_without_spaces(minilm):
     assert [c.text for c in chunk_message("k", one_word, minilm)] == [one_word]
 
 
+def test_a_long_run_without_word_starts_still_advances_by_most_of_the_window():
+    from sparky.embedders import Tokens
+
+    text = "x" * 2000  # e.g. a tokenizer that splits a long identifier into 2,000 continuation tokens
+    tokens = Tokens([(i, i + 1) for i in range(2000)], [True] + [False] * 1999)
+    ranges = split_tokens(text, tokens, 254, 32)
+    assert len(ranges) == 9  # ceil((2000 - 32) / (254 - 32)): overlap stays 32, not one token of progress
+    assert all(end - start <= 254 for start, end in ranges) and ranges[-1][1] == 2000
+    assert all(end - next_start == 32 for (_, end), (next_start, _) in zip(ranges, ranges[1:]))
+
+
+def test_a_word_start_is_sought_back_at_most_half_a_window():
+    from sparky.embedders import Tokens
+
+    starts = [i % 100 == 0 for i in range(1000)]  # a word every 100 tokens
+    ranges = split_tokens("y" * 1000, Tokens([(i, i + 1) for i in range(1000)], starts), 200, 20)
+    for (start, end), (next_start, _) in zip(ranges, ranges[1:]):
+        assert end - 100 <= next_start <= end - 20 and next_start > start
+        assert starts[next_start] or end - next_start == 20
+
+
 def test_empty_and_blank_texts_are_one_chunk(minilm):
     assert [c.text for c in chunk_message("k", "", minilm)] == [""]
     assert [c.text for c in chunk_message("k", " \n\t ", minilm)] == [" \n\t "]

@@ -17,6 +17,7 @@ from sparky.embedders import (
     call_with_retries,
     get_embedder,
     is_transient,
+    resolve_embedder,
 )
 from sparky.embedders import local
 from sparky.errors import SparkyError
@@ -76,6 +77,14 @@ def test_order_is_preserved_despite_length_sorting(minilm):
     assert cosines(together, alone).min() > 0.99999
 
 
+def test_a_vector_does_not_depend_on_the_texts_embedded_with_it():
+    q8 = get_embedder("minilm")  # one activation scale per call: batch-mates would change it
+    texts = ["Ok.", "Short one.", "SELECT 1;", "Thanks!", *FEW[:4]]
+    alone = np.vstack([q8.embed([text]) for text in texts])
+    np.testing.assert_array_equal(q8.embed(texts), alone)
+    np.testing.assert_array_equal(q8.embed(texts[::-1])[::-1], alone)
+
+
 def test_similar_texts_are_closer_than_unrelated_ones(minilm):
     cat, kitten, tax = minilm.embed(["The cat sleeps on the sofa.", "A kitten is napping on the couch.",
                                      "Quarterly tax returns are due in April."])
@@ -96,10 +105,52 @@ def test_fp32_agrees_with_the_int8_export():
     assert similarity.mean() >= 0.99 and similarity.min() >= 0.99
 
 
+def test_q8_default_stays_close_to_fp32():
+    fp32, q8 = get_embedder("minilm-fp32"), get_embedder("minilm")
+    assert q8.model == local.Q8_MODEL != fp32.model  # the store must not mix them silently
+    similarity = cosines(fp32.embed(VARIED), q8.embed(VARIED))
+    assert similarity.mean() >= 0.99 and similarity.min() >= 0.97, (similarity.mean(), similarity.min())
+    cat, kitten, tax = q8.embed(["The cat sleeps on the sofa.", "A kitten is napping on the couch.",
+                                 "Quarterly tax returns are due in April."])
+    assert cat @ kitten > 0.5 > cat @ tax
+
+
 def test_one_instance_per_runtime_and_unknown_names_are_clear():
-    assert get_embedder("minilm") is get_embedder("minilm-fp32") is get_embedder()
+    assert get_embedder("minilm") is get_embedder("minilm-q8") is get_embedder()
+    assert get_embedder("minilm-fp32") is not get_embedder("minilm")
     with pytest.raises(SparkyError, match="minilm-int8"):
         get_embedder("mini")
+
+
+def test_the_store_model_picks_the_embedder_when_none_is_named():
+    assert resolve_embedder(None, None) == "minilm"
+    assert resolve_embedder(None, local.FP32_MODEL) == "minilm-fp32"  # stores built before q8 was the default
+    assert resolve_embedder(None, local.Q8_MODEL) == "minilm"
+    assert resolve_embedder(None, local.INT8_MODEL) == "minilm-int8"
+    assert resolve_embedder(None, "wordllama-l2-supercat-256") == "wordllama"
+    assert resolve_embedder("minilm-fp32", local.Q8_MODEL) == "minilm-fp32"  # the store check says no later
+    with pytest.raises(SparkyError, match="text-embedding-3-small.*cannot run"):
+        resolve_embedder(None, "text-embedding-3-small")
+    with pytest.raises(SparkyError, match="unknown embedder 'nope'"):
+        resolve_embedder("nope", None)
+
+
+def test_a_missing_model_package_is_a_clear_error():
+    with pytest.raises(SparkyError, match="the model package no_such_model_pkg is not installed; run `make install`"):
+        local.package_dir("no_such_model_pkg")
+
+
+def test_q8_model_is_quantised_once_deterministically_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKY_CACHE_DIR", str(tmp_path / "cache"))
+    path = local.q8_path()
+    assert "-q8-g%d-" % local.GRAPH_VERSION in path.name and path.parent == tmp_path / "cache"
+    assert 20_000_000 < path.stat().st_size < 40_000_000  # int8 weights: about a quarter of fp32's 90 MB
+    first = path.read_bytes()
+    assert local.quantize_q8(local.fp32_path()) == first  # the same bytes every time
+    monkeypatch.setattr(local, "quantize_q8", lambda *_: pytest.fail("quantised an existing cache file"))
+    assert local.q8_path() == path
+    vector = local.OnnxMiniLM(local.Q8_MODEL, path).embed(["reuse the cache"])
+    assert cosines(vector, get_embedder("minilm").embed(["reuse the cache"]))[0] > 0.99999
 
 
 def test_fp32_model_is_built_atomically_once_and_reused(tmp_path, monkeypatch):
@@ -125,7 +176,7 @@ def test_fp32_model_is_built_atomically_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_bert, "build_bert_onnx", lambda *_: pytest.fail("rebuilt an existing cache file"))
     assert local.fp32_path() == path
     vector = local.OnnxMiniLM(local.FP32_MODEL, path).embed(["reuse the cache"])
-    assert cosines(vector, get_embedder("minilm").embed(["reuse the cache"]))[0] > 0.99999
+    assert cosines(vector, get_embedder("minilm-fp32").embed(["reuse the cache"]))[0] > 0.99999
 
 
 def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
@@ -235,7 +286,7 @@ def test_fault_injection_transient_rate_is_seeded():
 def test_fault_injection_permanent_marker_names_the_text(monkeypatch):
     monkeypatch.setenv("SPARKY_FAULTS", "permanent=POISON")
     embedder = get_embedder("minilm")
-    assert isinstance(embedder, FaultyEmbedder) and embedder.model == local.FP32_MODEL
+    assert isinstance(embedder, FaultyEmbedder) and embedder.model == local.Q8_MODEL
     for _ in range(2):  # every time, not randomly
         with pytest.raises(PermanentEmbedError) as caught:
             embedder.embed(["fine", "also fine", "this has POISON in it"])

@@ -6,9 +6,10 @@ Each must end with a clear message and the documented exit code (README: 0 ok, 1
 the next run must complete.
 
 How the faults are made:
-- Disk full: the ingester runs under RLIMIT_FSIZE (set in the child before exec), so any write that would
-  grow a file past the limit fails like a full disk (SQLite sees a short write: "disk is full", or EFBIG:
-  "disk I/O error"). `PRAGMA max_page_count` would need a product hook (it is per connection), and no small
+- Disk full, two ways: the ingester runs under RLIMIT_FSIZE (set in the child before exec), so any write
+  that would grow a file past the limit fails like a full disk (SQLite sees a short write: "disk is full",
+  or EFBIG: "disk I/O error"); and SQLite's own cap, `PRAGMA max_page_count`, set through the test-only
+  SPARKY_SQLITE_MAX_PAGES (crashpoints.py) at half the pages a complete store needs (SQLITE_FULL). No small
   filesystem can be mounted in CI.
 - Read-only files: the tests run as root, which ignores permission bits; the child drops CAP_DAC_OVERRIDE
   and CAP_DAC_READ_SEARCH from its capability bounding set before exec (prctl), so chmod applies to it as
@@ -25,6 +26,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -175,6 +177,21 @@ def test_disk_full_is_a_clear_error_and_the_next_run_completes(tmp_path, export,
     assert "disk is full" in line or "disk I/O error" in line, line
     stored = assert_intact(work, expected_keys)
     assert 0 < len(stored) < len(expected_keys), "the limit should strike mid-way"
+    assert_next_run_completes(work, export, expected_keys)
+
+
+def test_sqlite_page_cap_is_a_clear_error_and_the_next_run_completes(tmp_path, export, expected_keys):
+    complete = Work(tmp_path / "complete")
+    complete.root.mkdir()
+    assert_next_run_completes(complete, export, expected_keys)
+    with sqlite3.connect(complete.db) as connection:
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+    work = Work(tmp_path)
+    code, err = work.run(export, env={"SPARKY_SQLITE_MAX_PAGES": str(pages // 2)})
+    assert code == 2, err
+    assert "disk is full" in one_error_line(err, str(work.db))
+    stored = assert_intact(work, expected_keys)
+    assert 0 < len(stored) < len(expected_keys), "the cap should strike mid-way"
     assert_next_run_completes(work, export, expected_keys)
 
 

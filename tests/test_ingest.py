@@ -174,3 +174,24 @@ def test_progress_file_of_another_export_is_refused(tmp_path, sample_export, sma
     result = ingest(tmp_path, small_generated_export)
     assert result.exit_code == 2
     assert "belongs to another export" in result.output
+
+
+def test_missing_folders_for_the_progress_file_and_store_are_created(tmp_path, sample_export):
+    progress = tmp_path / "new" / "deeper" / "progress.json"
+    db = tmp_path / "elsewhere" / "memory.db"
+    result = CliRunner().invoke(cli, ["ingest", str(sample_export), "--progress-file", str(progress),
+                                      "--db", str(db), "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert progress.exists() and store_keys(db) == sorted(key for key, _ in expected_messages(sample_export))
+
+
+@pytest.mark.parametrize("blocked", ["progress", "db"])
+def test_a_folder_that_cannot_be_created_is_one_clear_line(tmp_path, sample_export, blocked):
+    (tmp_path / "a-file").write_text("not a folder")
+    progress = tmp_path / ("a-file/progress.json" if blocked == "progress" else "progress.json")
+    db = tmp_path / ("a-file/memory.db" if blocked == "db" else "memory.db")
+    result = CliRunner().invoke(cli, ["ingest", str(sample_export), "--progress-file", str(progress),
+                                      "--db", str(db)], catch_exceptions=False)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "cannot create its folder" in lines[0] and "a-file" in lines[0], result.output

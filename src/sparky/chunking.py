@@ -38,7 +38,8 @@ def _chunks(key: str, text: str, tokens: Tokens, budget: int, overlap: int) -> l
 
 def split_tokens(text: str, tokens: Tokens, budget: int, overlap: int) -> list[tuple[int, int]]:
     """Token ranges ``[start, end)`` of at most ``budget`` tokens, consecutive ones sharing at least
-    ``overlap`` tokens (more when that lets the next one start at a word), together covering every token."""
+    ``overlap`` tokens (more, up to half the window, when that lets the next one start at a word), together
+    covering every token."""
     if not 0 <= overlap < budget // 2:
         raise ValueError(f"overlap must be at least 0 and under half the window ({budget // 2} tokens)")
     count = len(tokens.spans)
@@ -50,8 +51,8 @@ def split_tokens(text: str, tokens: Tokens, budget: int, overlap: int) -> list[t
         end = max(window, key=lambda cut: _cut_quality(text, tokens, cut))
         ranges.append((start, end))
         start = max(end - overlap, start + 1)
-        while start > ranges[-1][0] + 1 and not tokens.word_starts[start]:
-            start -= 1
+        floor = max(ranges[-1][0] + 1, end - budget // 2)  # a wordless run must not stall the window
+        start = next((cut for cut in range(start, floor - 1, -1) if tokens.word_starts[cut]), start)
     ranges.append((start, count))
     return ranges
 

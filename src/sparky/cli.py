@@ -65,7 +65,8 @@ def cli() -> None:
 @click.argument("export", type=click.Path(path_type=Path))
 @progress_file_option
 @db_option
-@click.option("--embedder", default="minilm", show_default=True, help="Embedding model (local, offline).")
+@click.option("--embedder", help="Embedding model, local and offline: minilm (default), minilm-fp32, "
+              "minilm-int8 or wordllama. A store keeps the one it was built with.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 4096),
               help="Chunks per embedding batch.")
 @click.option("--reset", is_flag=True, help="Forget this export's progress and stored messages, then start over.")
@@ -74,10 +75,10 @@ def cli() -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Print every conversation as it is processed.")
 @click.pass_context
 @friendly_errors
-def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: str | None, embedder: str,
+def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: str | None, embedder: str | None,
                    batch_size: int, reset: bool, yes: bool, quiet: bool, verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
-    from .embedders import get_embedder
+    from .embedders import get_embedder, resolve_embedder
     from .ingest import Ingestion, Interrupted
     from .live import Display
     from .stores import open_store
@@ -89,9 +90,14 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
         run_reset(export, progress_file, url, yes, console)
     if not export.exists():
         raise SparkyError(f"{export}: no such file or folder")
+    try:
+        progress_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SparkyError(f"{progress_file}: cannot create its folder ({exc.strerror})") from None
     store = open_store(url)
     try:
-        ingestion = Ingestion(export, progress_file, store, get_embedder(embedder),
+        model = get_embedder(resolve_embedder(embedder, store.meta().get("model")))
+        ingestion = Ingestion(export, progress_file, store, model,
                               Display(console, quiet=quiet, verbose=verbose), batch_chunks=batch_size)
         try:
             result = ingestion.run()

@@ -11,6 +11,9 @@ when the pipeline's modules are first imported. The random-kill tests read it to
 landed. ``SPARKY_TRACE_PAUSE="site:seconds"`` (with a trace file) sleeps at that site after tracing it,
 widening a window (e.g. the open transaction at ``before_commit``) so random kills land in it often.
 
+Set ``SPARKY_SQLITE_MAX_PAGES=n`` and the SQLite store caps its file at n pages (``PRAGMA
+max_page_count``), so a test can fill the "disk" at an exact size.
+
 Unset, a crash point costs two truth tests.
 """
 
@@ -25,6 +28,12 @@ _site, _, _count = _target.partition(":")
 _arrivals: dict[str, int] = {}
 _trace_file = os.environ.get("SPARKY_TRACE_FILE", "")
 _pause_site, _, _pause_seconds = os.environ.get("SPARKY_TRACE_PAUSE", "").partition(":")
+
+
+def sqlite_page_limit() -> int | None:
+    """The test-only cap on the SQLite store's size in pages, if ``SPARKY_SQLITE_MAX_PAGES`` sets one."""
+    value = os.environ.get("SPARKY_SQLITE_MAX_PAGES", "")
+    return int(value) if value.isdigit() else None
 
 
 def _trace(site: str, detail: object = None) -> None:

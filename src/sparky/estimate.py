@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .chunking import chunk_messages
-from .embedders import Embedder, get_embedder
-from .embedders.local import FP32_MODEL, INT8_MODEL
+from .embedders import DEFAULT_EMBEDDER, Embedder, embedder_for_model, get_embedder
 from .errors import InputError
 from .readers import ExportReader
 from .select import Selector
 
-DEFAULT_EMBEDDER = "minilm"
 MIN_SPREAD = 0.15
 CALIBRATION_SAMPLE = 64
 CALIBRATION_WARMUP = 8
@@ -132,14 +130,9 @@ def calibrate(sample: list[tuple[str, str]], embedder: Embedder) -> float:
     return time.perf_counter() - started
 
 
-def local_embedders() -> dict[str, str]:
-    """The embedder name (for ``get_embedder``) of each model that runs on this machine."""
-    return {FP32_MODEL: DEFAULT_EMBEDDER, INT8_MODEL: "minilm-int8"}
-
-
 def is_api_model(model: str | None) -> bool:
     """Whether a recorded embedding model is sent to an API rather than run on this machine."""
-    return bool(model) and model not in local_embedders()
+    return bool(model) and embedder_for_model(model) is None
 
 
 def estimate_time(
@@ -192,7 +185,7 @@ def _remaining_from(progress: dict[str, Any] | None) -> int | None:
 def _calibrated(
     remaining: int, sample: list[tuple[str, str]], model: str | None, embedder_factory: Callable[[str], Embedder]
 ) -> Estimate:
-    seconds = calibrate(sample, embedder_factory(local_embedders().get(model or "", DEFAULT_EMBEDDER)))
+    seconds = calibrate(sample, embedder_factory(embedder_for_model(model or "") or DEFAULT_EMBEDDER))
     rate = len(sample) / seconds
     estimate = Estimate(remaining, "calibration", 0, len(sample), seconds)
     return plan(estimate, rate * CALIBRATION_RANGE[0], rate * CALIBRATION_RANGE[1])

@@ -148,14 +148,16 @@ def _load_quietly(name: str) -> None:
 class Searcher:
     """Searches one store; keeps the embedding model and the vector matrix loaded between searches."""
 
-    def __init__(self, store: SQLiteStore, embedder: str = "minilm") -> None:
+    def __init__(self, store: SQLiteStore, embedder: str | None = None) -> None:
+        """``embedder`` names the model for queries; by default the one the store was built with."""
+        from .embedders import resolve_embedder
         from .stores.sqlite_search import SQLiteSearch
 
         self.store = store
-        self.embedder_name = embedder
         self.backend = SQLiteSearch(store)
         if self.backend.message_count() == 0:
             raise SearchError(f"{store.url}: the memory store is empty; run `sparky ingest EXPORT` first")
+        self.embedder_name = resolve_embedder(embedder, store.meta().get("model"))
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", filters: Filters = Filters(),
                context: int = 0, depth: int = SIDE_DEPTH, rrf_k: int = RRF_K) -> list[SearchResult]:

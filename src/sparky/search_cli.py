@@ -27,22 +27,23 @@ FORMATS = ("table", "json", "context")
               help="hybrid fuses vector and keyword search; the others use one side alone.")
 @click.option("--format", "output", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table, one JSON document, or a compact block to paste into a prompt.")
-@click.option("--embedder", default="minilm", show_default=True, help="Embedding model the store was built with.")
+@click.option("--embedder", help="Embedding model for the query (default: the one the store was built with).")
 @progress_file_option
 @db_option
 @friendly_errors
 def search_command(query: tuple[str, ...], k: int, role: str | None, conversation: str | None, since: str | None,
-                   until: str | None, source: str | None, context: int, mode: str, output: str, embedder: str,
+                   until: str | None, source: str | None, context: int, mode: str, output: str, embedder: str | None,
                    progress_file: Path, db: str | None) -> None:
     """Search the memory for QUERY: messages that match its meaning and its words."""
-    if mode != "keyword":
-        preload_embedder(embedder)
     text = " ".join(query)
     filters = Filters(role, conversation, source, parse_when(since) if since else None,
                       parse_when(until, end=True) if until else None)
     store = open_for_search(store_url(db, progress_file))
     try:
-        results = Searcher(store, embedder).search(text, k=k, mode=mode, filters=filters, context=context)
+        searcher = Searcher(store, embedder)
+        if mode != "keyword":
+            preload_embedder(searcher.embedder_name)
+        results = searcher.search(text, k=k, mode=mode, filters=filters, context=context)
     finally:
         store.close()
     if output == "json":

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..crashpoints import crashpoint
+from ..crashpoints import crashpoint, sqlite_page_limit
 from ..errors import StoreError
 from . import MessageRecord
 
@@ -81,10 +81,16 @@ class SQLiteStore:
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a database file")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create its folder ({exc.strerror})") from None
+        try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            if (page_limit := sqlite_page_limit()) is not None:
+                self.db.execute(f"PRAGMA max_page_count = {page_limit}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the memory store ({exc})") from None
         self._migrate()

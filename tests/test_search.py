@@ -383,3 +383,14 @@ def test_retrieve_similar_shim_and_keyword_mode_without_the_model(store_path):
             "print(sorted(m for m in ('onnxruntime', 'tokenizers', 'rich.progress') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "[]", loaded.stderr
+
+
+def test_a_store_of_a_model_this_version_cannot_run_still_searches_by_keyword(tmp_path, store_path):
+    other = tmp_path / "api-model.db"
+    other.write_bytes(store_path.read_bytes())
+    with sqlite3.connect(other) as db:
+        db.execute("UPDATE meta SET value = 'text-embedding-3-small' WHERE name = 'model'")
+    result = search_cli(other, "docker")  # no --embedder: the store's model, which is not local
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "built with embedding model text-embedding-3-small" in result.output and "--mode keyword" in result.output
+    assert search_cli(other, "docker", "--mode", "keyword").exit_code == 0

@@ -148,6 +148,19 @@ def test_a_minilm_store_refuses_wordllama_with_one_clear_line(tmp_path, sample_e
                search(db, "docker", "--embedder", "wordllama")]
     for result in refused:
         assert result.exit_code == 2
-        assert "built with embedding model all-MiniLM-L6-v2 (384 dimensions), not wordllama-l2-supercat-256 (256)" \
+        assert "built with embedding model all-MiniLM-L6-v2-q8 (384 dimensions), not wordllama-l2-supercat-256 (256)" \
             in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_without_embedder_the_store_model_is_used_to_resume_and_search(tmp_path, sample_export):
+    """A store built with a non-default model keeps working with the plain commands."""
+    progress = tmp_path / "progress.json"
+    first = ingest(tmp_path, sample_export, "--embedder", "wordllama")
+    assert first.exit_code == 0, first.output
+    again = ingest(tmp_path, sample_export)  # no --embedder: the store says wordllama
+    assert again.exit_code == 0, again.output
+    assert read_progress(progress)["embedder"]["model"] == "wordllama-l2-supercat-256"
+    found = search(tmp_path / "sparky_memory.db", "eggs baked in tomato sauce for four people", "--mode", "vector")
+    assert found.exit_code == 0, found.output  # MiniLM would be refused: 384 dimensions, not 256
+    assert "shakshuka" in json.loads(found.output)["results"][0]["text"].lower()

@@ -79,6 +79,7 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
                    batch_size: int, reset: bool, yes: bool, quiet: bool, verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
     from .embedders import get_embedder, resolve_embedder
+    from .folders import ensure_parent
     from .ingest import Ingestion, Interrupted
     from .live import Display
     from .stores import open_store
@@ -90,13 +91,14 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
         run_reset(export, progress_file, url, yes, console)
     if not export.exists():
         raise SparkyError(f"{export}: no such file or folder")
-    try:
-        progress_file.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SparkyError(f"{progress_file}: cannot create its folder ({exc.strerror})") from None
+    ensure_parent(progress_file)
     store = open_store(url)
     try:
-        model = get_embedder(resolve_embedder(embedder, store.meta().get("model")))
+        try:
+            name = resolve_embedder(embedder, store.meta().get("model"))
+        except SparkyError as exc:
+            raise SparkyError(f"{store.url}: {exc}; ingest into another --db") from None
+        model = get_embedder(name)
         ingestion = Ingestion(export, progress_file, store, model,
                               Display(console, quiet=quiet, verbose=verbose), batch_chunks=batch_size)
         try:

@@ -150,14 +150,23 @@ class Searcher:
 
     def __init__(self, store: SQLiteStore, embedder: str | None = None) -> None:
         """``embedder`` names the model for queries; by default the one the store was built with."""
-        from .embedders import resolve_embedder
         from .stores.sqlite_search import SQLiteSearch
 
         self.store = store
+        self.requested_embedder = embedder
         self.backend = SQLiteSearch(store)
         if self.backend.message_count() == 0:
             raise SearchError(f"{store.url}: the memory store is empty; run `sparky ingest EXPORT` first")
-        self.embedder_name = resolve_embedder(embedder, store.meta().get("model"))
+
+    @property
+    def embedder_name(self) -> str:
+        """The embedder for queries: the one requested, else the one the store was built with."""
+        from .embedders import resolve_embedder
+
+        try:
+            return resolve_embedder(self.requested_embedder, self.store.meta().get("model"))
+        except SparkyError as exc:
+            raise SearchError(f"{self.store.url}: {exc}; use --mode keyword") from None
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", filters: Filters = Filters(),
                context: int = 0, depth: int = SIDE_DEPTH, rrf_k: int = RRF_K) -> list[SearchResult]:

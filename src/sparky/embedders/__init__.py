@@ -133,8 +133,8 @@ def resolve_embedder(requested: str | None, store_model: str | None) -> str:
         return DEFAULT_EMBEDDER
     name = embedder_for_model(store_model)
     if name is None:
-        raise SparkyError(f"the memory store was built with the embedding model {store_model}, which this "
-                          f"version of sparky cannot run; choose --embedder ({', '.join(EMBEDDERS)}) with a new --db")
+        raise SparkyError(f"the memory store was built with embedding model {store_model}, which this version "
+                          f"of sparky cannot run (it runs {', '.join(EMBEDDERS)})")
     return name
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..crashpoints import crashpoint, sqlite_page_limit
 from ..errors import StoreError
+from ..folders import ensure_parent
 from . import MessageRecord
 
 SCHEMA_VERSION = 1
@@ -80,10 +81,7 @@ class SQLiteStore:
         self.url = str(self.path)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a database file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot create its folder ({exc.strerror})") from None
+        ensure_parent(self.path)
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")

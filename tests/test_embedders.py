@@ -20,6 +20,7 @@ from sparky.embedders import (
     resolve_embedder,
 )
 from sparky.embedders import local
+from sparky.embedders.onnx_bert import build_bert_onnx
 from sparky.errors import SparkyError
 
 
@@ -115,6 +116,14 @@ def test_q8_default_stays_close_to_fp32():
     assert cat @ kitten > 0.5 > cat @ tax
 
 
+def test_fused_graph_computes_what_the_plain_graph_computes(tmp_path):
+    path = tmp_path / "fused.onnx"
+    path.write_bytes(build_bert_onnx(local.model_dir(), fused=True))
+    fused = local.OnnxMiniLM("fused", path)
+    similarity = cosines(fused.embed(VARIED), get_embedder("minilm-fp32").embed(VARIED))
+    assert similarity.min() > 0.99999
+
+
 def test_one_instance_per_runtime_and_unknown_names_are_clear():
     assert get_embedder("minilm") is get_embedder("minilm-q8") is get_embedder()
     assert get_embedder("minilm-fp32") is not get_embedder("minilm")
@@ -142,11 +151,16 @@ def test_a_missing_model_package_is_a_clear_error():
 
 def test_q8_model_is_quantised_once_deterministically_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARKY_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    stale = tmp_path / "cache" / f"{local.FP32_MODEL}-q8-g0-0123456789abcdef.onnx"  # an older graph version
+    stale.write_bytes(b"old")
     path = local.q8_path()
+    assert not stale.exists()
     assert "-q8-g%d-" % local.GRAPH_VERSION in path.name and path.parent == tmp_path / "cache"
+    assert not list(path.parent.glob("*fp32*"))  # built from the weights, not from a cached fp32 file
     assert 20_000_000 < path.stat().st_size < 40_000_000  # int8 weights: about a quarter of fp32's 90 MB
     first = path.read_bytes()
-    assert local.quantize_q8(local.fp32_path()) == first  # the same bytes every time
+    assert local.quantize_q8(build_bert_onnx(local.model_dir(), fused=True)) == first  # the same bytes every time
     monkeypatch.setattr(local, "quantize_q8", lambda *_: pytest.fail("quantised an existing cache file"))
     assert local.q8_path() == path
     vector = local.OnnxMiniLM(local.Q8_MODEL, path).embed(["reuse the cache"])

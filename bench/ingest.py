@@ -1,7 +1,7 @@
 """Ingestion benchmark: every figure of the performance issue, in one markdown table, from one run.
 
     python bench/ingest.py [--conversations 544] [--messages 13719] [--embedder minilm] [--batch-size 256]
-                           [--growth 10] [--growth-seconds 90] [--skip-growth] [--rounds 3]
+                           [--growth 10] [--growth-seconds 90] [--skip-growth] [--rounds 3] [--repeats 2]
 
 Full ingest (wall time, peak RSS), the embedder alone on the same chunks, a no-op resume, a resume after
 a SIGKILL at 50 %, warm hybrid search, recall@5 of the labelled queries with the generated messages as
@@ -40,6 +40,10 @@ ISSUE_EXPORT = (544, 13719)  # the export the issue's targets are for
 Row = tuple[str, str, str]  # measure, value, target
 
 
+def seconds_list(values) -> str:
+    return ", ".join(f"{value:.1f}" for value in values) + " s"
+
+
 def phase(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -71,20 +75,46 @@ class Run(NamedTuple):
     rss: float  # peak MiB
 
 
-def finish(child: subprocess.Popen, workdir: Path, expected: tuple[int, ...] = (0,)) -> resource.struct_rusage:
-    """Wait for an ingest child; its own resource usage. Exits with its log if its exit code is unexpected."""
+class Finished(NamedTuple):
+    usage: resource.struct_rusage  # the child's own CPU times
+    peak_mib: float  # the child's peak RSS after exec (VmHWM)
+
+
+def high_water_mib(pid: int) -> float:
+    """Peak RSS of a running process since its exec, in MiB (0 once it has exited).
+
+    Not ``ru_maxrss``: a child forked from this process starts with this process's pages counted, so its
+    ``ru_maxrss`` reports this process's size (the models and texts of earlier phases) until it execs."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)
+
+
+def exited(child: subprocess.Popen) -> bool:
+    """Whether the child has exited, without reaping it."""
+    return os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def finish(child: subprocess.Popen, workdir: Path, expected: tuple[int, ...] = (0,)) -> Finished:
+    """Wait for an ingest child, watching its peak RSS. Exits with its log if its exit code is unexpected."""
+    peak = 0.0
+    while not exited(child):
+        peak = max(peak, high_water_mib(child.pid))
+        time.sleep(0.05)
     _, status, usage = os.wait4(child.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code not in expected:
         log = (workdir / "ingest.log").read_text(errors="replace")
         raise SystemExit(f"ingest in {workdir} exited {code}:\n{log}")
-    return usage
+    return Finished(usage, peak)
 
 
 def interrupt_after(child: subprocess.Popen, seconds: float) -> None:
     """Ask the child to stop (SIGINT) after ``seconds``, unless it ended before; it is left to be reaped."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+    while time.monotonic() < deadline and not exited(child):
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGINT)
 
@@ -92,8 +122,8 @@ def interrupt_after(child: subprocess.Popen, seconds: float) -> None:
 def timed_ingest(export: Path, workdir: Path, embedder: str, *extra: str) -> Run:
     """Time one complete `sparky ingest` child."""
     start = time.perf_counter()
-    usage = finish(start_ingest(export, workdir, embedder, *extra), workdir)
-    return Run(time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    usage, peak = finish(start_ingest(export, workdir, embedder, *extra), workdir)
+    return Run(time.perf_counter() - start, usage.ru_utime + usage.ru_stime, peak)
 
 
 def query(db: Path, sql: str) -> list[tuple]:
@@ -201,7 +231,7 @@ def growth_row(work: Path, args: argparse.Namespace, full_rss: float) -> Row:
     phase(f"ingesting the {args.growth}x export for {args.growth_seconds:.0f} s")
     child = start_ingest(big, work / "big-run", args.embedder, "--batch-size", str(args.batch_size))
     interrupt_after(child, args.growth_seconds)
-    rss = finish(child, work / "big-run", expected=(0, 130)).ru_maxrss / 1024
+    rss = finish(child, work / "big-run", expected=(0, 130)).peak_mib
     size_mb = (big / "conversations.json").stat().st_size / 1e6
     return (f"peak RSS, {args.growth}x export ({size_mb:.0f} MB), first {args.growth_seconds:.0f} s",
             f"{rss:.0f} MiB ({count(work / 'big-run' / DB, 'messages'):,} messages stored)",
@@ -223,6 +253,7 @@ def main() -> None:
     parser.add_argument("--embedder", default="minilm", help="passed to every ingest and to the bare encode")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the labelled queries for search latency")
+    parser.add_argument("--repeats", type=int, default=2, help="full ingests and bare encodes, alternated; best kept")
     parser.add_argument("--growth", type=int, default=10, help="size factor of the large export for the RSS check")
     parser.add_argument("--growth-seconds", type=float, default=90)
     parser.add_argument("--skip-growth", action="store_true", help="no large export (same as --growth 1)")
@@ -233,23 +264,30 @@ def main() -> None:
         work = Path(tmp)
         export = generate(work / "export", args.conversations, args.messages)
         size_mb = (export / "conversations.json").stat().st_size / 1e6
-        run, batch = work / "run", ("--batch-size", str(args.batch_size))
-        phase("full ingest")
-        full = timed_ingest(export, run, args.embedder, *batch)
-        stored, chunks = count(run / DB, "messages"), count(run / DB, "chunks")
-        phase(f"bare encode of the same {chunks:,} chunks")
-        encode, encode_cpu = bare_encode_seconds(run / DB, args.embedder, args.batch_size)
+        batch = ("--batch-size", str(args.batch_size))
+        fulls, encodes = [], []
+        for repeat in range(1, args.repeats + 1):  # alternated, best of each: other tenants' load comes and goes
+            run = work / f"run-{repeat}"
+            phase(f"full ingest ({repeat} of {args.repeats})")
+            fulls.append(timed_ingest(export, run, args.embedder, *batch))
+            stored, chunks = count(run / DB, "messages"), count(run / DB, "chunks")
+            phase(f"bare encode of the same {chunks:,} chunks ({repeat} of {args.repeats})")
+            encodes.append(bare_encode_seconds(run / DB, args.embedder, args.batch_size))
+        full = min(fulls, key=lambda one: one.wall)
+        encode, encode_cpu = min(encodes)
         phase("no-op resume")
         noop = timed_ingest(export, run, args.embedder, *batch).wall
         issue_export = (args.conversations, args.messages) == ISSUE_EXPORT
         rows: list[Row] = [
             ("export", f"{args.conversations:,} conversations, {args.messages:,} messages, {size_mb:.1f} MB", ""),
             ("messages stored / chunks", f"{stored:,} / {chunks:,}", ""),
-            ("full ingest wall time", f"{full.wall:.1f} s ({stored / full.wall:.1f} messages/s; CPU {full.cpu:.1f} s)",
+            ("full ingest wall time", f"{full.wall:.1f} s ({stored / full.wall:.1f} messages/s; CPU {full.cpu:.1f} s;"
+             f" best of {seconds_list(one.wall for one in fulls)})",
              target("≤ 180 s", full.wall <= 180) if issue_export else "≤ 180 s (for the issue's export)"),
             ("peak RSS, full ingest", f"{full.rss:.0f} MiB", ""),
             ("bare encode of the same chunks",
-             f"{encode:.1f} s (CPU {encode_cpu:.1f} s; same embedder, batch size {args.batch_size})", ""),
+             f"{encode:.1f} s (CPU {encode_cpu:.1f} s; same embedder, batch size {args.batch_size};"
+             f" best of {seconds_list(wall for wall, _ in encodes)})", ""),
             ("pipeline ÷ bare encode", f"{full.wall / encode:.3f} (CPU time: {full.cpu / encode_cpu:.3f})",
              target("≤ 1.10", full.wall / encode <= 1.10)),
             ("no-op resume", f"{noop:.2f} s", target("≤ 5 s", noop <= 5)),

@@ -267,7 +267,7 @@ class Ingestion:
         for chunk in chunks:
             texts_by_key.setdefault(chunk.message_key, []).append(chunk.text)
         return [
-            PendingMessage(key, conversation, m, tuple(texts_by_key.get(key, [m.text]))) for m, key in fresh
+            PendingMessage(key, conversation, m, tuple(texts_by_key[key])) for m, key in fresh
         ]
 
     def _embed_batch(self, batch: list[PendingMessage]) -> BatchOutcome:

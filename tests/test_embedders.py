@@ -308,3 +308,37 @@ def test_fault_injection_permanent_marker_names_the_text(monkeypatch):
     assert embedder.embed(["fine"]).shape == (1, 384)
     monkeypatch.delenv("SPARKY_FAULTS")
     assert not isinstance(get_embedder("minilm"), FaultyEmbedder)
+
+
+class CountingTokenizer:
+    """Wraps a tokenizers.Tokenizer and records the texts each encode_batch call receives."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.encoded = inner, []
+
+    def encode_batch(self, texts, **options):
+        self.encoded.extend(texts)
+        return self.inner.encode_batch(texts, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_embed_reuses_the_tokens_chunking_just_computed_and_gives_the_same_vectors():
+    embedder = local.OnnxMiniLM(local.Q8_MODEL, local.q8_path(), token_budget=0)
+    texts = ["fits the window", "Ça va? 我想学习中文", "too long " * 300, ""]
+    fresh = embedder.embed(texts)
+    embedder._tokenizer = CountingTokenizer(embedder._tokenizer)
+    embedder.tokenize(texts)
+    embedder._tokenizer.encoded.clear()
+    np.testing.assert_array_equal(embedder.embed(texts), fresh)
+    assert embedder._tokenizer.encoded == ["too long " * 300]  # only the text longer than the window
+    embedder.embed(texts[:1])
+    assert embedder._tokenizer.encoded[-1] == texts[0]  # used once: a second embed tokenises again
+
+
+def test_remembered_tokens_are_bounded():
+    embedder = get_embedder("minilm")
+    embedder.tokenize([f"message number {i}" for i in range(local.RECENT_TEXTS + 500)])
+    assert len(embedder._recent) == local.RECENT_TEXTS
+    embedder._recent.clear()

@@ -15,6 +15,8 @@ import importlib.util
 import logging
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +26,7 @@ from ..errors import SparkyError
 from . import Tokens
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (the position table has 512)
+RECENT_TEXTS = 4096  # tokenised texts kept for embed (a batch is at most 256 texts: room for the next few)
 TOKEN_BUDGET = 256  # padded tokens per model call: best on 2 cores (flat from 192 to 512, worse above)
 GRAPH_VERSION = 2  # bump when onnx_bert.build_bert_onnx or quantize_q8 changes, so stale cache files are not used
 FP32_MODEL = "all-MiniLM-L6-v2"
@@ -47,6 +50,9 @@ class OnnxMiniLM:
         self._tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
         self._tokenizer.no_truncation()  # the file ships truncation and padding at 128; we clip ourselves
         self._tokenizer.no_padding()
+        self._cls, self._sep = (np.array([token], dtype=np.int64) for token in self._tokenizer.encode("").ids)
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> ids, see tokenize
+        self._recent_lock = threading.Lock()  # chunking and embedding run in different threads
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = physical_cores()
         options.inter_op_num_threads = 1
@@ -57,8 +63,18 @@ class OnnxMiniLM:
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def tokenize(self, texts: list[str]) -> list[Tokens]:
-        """Model tokens of each text without special tokens or truncation (the chunking hook)."""
+        """Model tokens of each text without special tokens or truncation (the chunking hook).
+
+        The ids of texts that fit the window are remembered (the last ``RECENT_TEXTS``), so that ``embed``
+        of the same text, as chunking's single-chunk messages are, does not tokenise it again."""
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        with self._recent_lock:
+            for text, encoding in zip(texts, encodings):
+                if len(encoding.ids) <= self.max_tokens - self.special_tokens:
+                    self._recent[text] = np.array(encoding.ids, dtype=np.int64)
+                    self._recent.move_to_end(text)
+            while len(self._recent) > RECENT_TEXTS:
+                self._recent.popitem(last=False)
         return [_tokens(encoding) for encoding in encodings]
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -72,7 +88,7 @@ class OnnxMiniLM:
         padding is negligible and the attention matrices stay in cache (0: every text alone). Longer texts
         are truncated to the window: chunk them first (``sparky.chunking``).
         """
-        ids = [self._clip(e.ids) for e in self._tokenizer.encode_batch(texts)]
+        ids = self._model_ids(texts)
         vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
         for group in _length_groups([len(i) for i in ids], self.token_budget):
             width = len(ids[group[-1]])
@@ -85,6 +101,16 @@ class OnnxMiniLM:
             (hidden,) = self._session.run(["last_hidden_state"], feeds)
             vectors[group] = _mean_pool(hidden, mask)
         return vectors
+
+    def _model_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's ids with [CLS] and [SEP], clipped to the window: remembered by ``tokenize`` or encoded."""
+        with self._recent_lock:
+            ids: list[np.ndarray | None] = [self._recent.pop(text, None) for text in texts]
+        ids = [None if known is None else np.concatenate((self._cls, known, self._sep)) for known in ids]
+        unknown = [index for index, known in enumerate(ids) if known is None]
+        for index, encoding in zip(unknown, self._tokenizer.encode_batch([texts[i] for i in unknown])):
+            ids[index] = np.array(self._clip(encoding.ids), dtype=np.int64)
+        return ids
 
     def _clip(self, ids: list[int]) -> list[int]:
         return ids if len(ids) <= self.max_tokens else ids[: self.max_tokens - 1] + ids[-1:]

@@ -34,12 +34,20 @@ def run_to_completion(workdir: Path, export: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def clean_run_keys(tmp_path_factory, small_generated_export) -> list[str]:
+def clean_run(tmp_path_factory, small_generated_export) -> tuple[list[str], float]:
+    """The keys a clean run stores, and how many seconds it took (start-up included)."""
     workdir = tmp_path_factory.mktemp("clean")
+    started = time.monotonic()
     run_to_completion(workdir, small_generated_export)
+    seconds = time.monotonic() - started
     keys = store_keys(workdir / "sparky_memory.db")
     assert len(keys) == len(set(keys)) > 0
-    return keys
+    return keys, seconds
+
+
+@pytest.fixture(scope="module")
+def clean_run_keys(clean_run) -> list[str]:
+    return clean_run[0]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -62,13 +70,14 @@ def test_interrupt_saves_progress_exits_130_and_resume_matches_a_clean_run(
     assert store_health(tmp_path / "sparky_memory.db")["messages_without_chunks"] == 0
 
 
-def test_sigkill_at_random_points_then_resume_matches_a_clean_run(tmp_path, small_generated_export, clean_run_keys):
+def test_sigkill_at_random_points_then_resume_matches_a_clean_run(tmp_path, small_generated_export, clean_run):
+    clean_run_keys, clean_seconds = clean_run
     rng = random.Random(20261124)
     progress = tmp_path / "sparky_ingestion_progress.json"
     kills = 0
-    for _ in range(5):
+    for _ in range(5):  # each kill lands within the first 60% of a clean run's time: the first always hits
         process = sparky_subprocess(["ingest", str(small_generated_export), *BATCH], cwd=tmp_path)
-        time.sleep(rng.uniform(1.0, 6.0))
+        time.sleep(rng.uniform(0.1, 0.6) * clean_seconds)
         if process.poll() is not None:
             break
         process.kill()

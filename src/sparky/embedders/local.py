@@ -203,19 +203,14 @@ def fp32_path() -> Path:
     """The cached fp32 ONNX model (plain graph), built on first use."""
     from .onnx_bert import build_bert_onnx
 
-    return _cached(_cache_file("fp32"), lambda: build_bert_onnx(model_dir()))
+    return _cached("fp32", lambda: build_bert_onnx(model_dir()))
 
 
 def q8_path() -> Path:
     """The cached dynamically quantised model, built on first use from the weights (fused graph)."""
     from .onnx_bert import build_bert_onnx
 
-    return _cached(_cache_file("q8"), lambda: quantize_q8(build_bert_onnx(model_dir(), fused=True)))
-
-
-def _cache_file(kind: str) -> Path:
-    """The cache path of one form of the model; the graph version and a hash of the weights name it."""
-    return cache_dir() / f"{FP32_MODEL}-{kind}-g{GRAPH_VERSION}-{weights_digest(model_dir() / 'model.safetensors')}.onnx"
+    return _cached("q8", lambda: quantize_q8(build_bert_onnx(model_dir(), fused=True)))
 
 
 def quantize_q8(model: bytes) -> bytes:
@@ -236,16 +231,18 @@ def quantize_q8(model: bytes) -> bytes:
         logging.disable(logging.NOTSET)
 
 
-def _cached(path: Path, build: Callable[[], bytes]) -> Path:
-    """``path``, written once from ``build()`` when it does not exist yet; older versions of it removed."""
+def _cached(kind: str, build: Callable[[], bytes]) -> Path:
+    """The cache file of one form of the model (the graph version and a hash of the weights name it),
+    written once from ``build()`` when it does not exist yet; its older versions are removed then."""
+    prefix = f"{FP32_MODEL}-{kind}-g"
+    path = cache_dir() / f"{prefix}{GRAPH_VERSION}-{weights_digest(model_dir() / 'model.safetensors')}.onnx"
     if not path.exists():
         try:
             _write_atomically(path, build())
         except PermissionError as exc:
             raise SparkyError(f"cannot write the model cache {path} ({exc.strerror}); "
                               "set SPARKY_CACHE_DIR to a writable folder") from exc
-        kind = path.name.split("-g")[0]  # e.g. all-MiniLM-L6-v2-q8
-        for stale in path.parent.glob(f"{kind}-g*.onnx"):
+        for stale in path.parent.glob(f"{prefix}*.onnx"):
             if stale != path:
                 stale.unlink(missing_ok=True)  # a process still using it keeps its open copy
     return path

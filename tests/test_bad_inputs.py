@@ -545,7 +545,7 @@ def test_bad_input(tmp_path, previous_store, name):
 
 CHUNK_IN_A_CHILD = """
 import json, sys
-from sparky.chunking import chunk_messages
+from sparky.pipeline.chunking import chunk_messages
 from sparky.embedders import get_embedder
 embedder = get_embedder("minilm")
 text = open(sys.argv[1], encoding="utf-8").read()
@@ -560,7 +560,7 @@ def test_a_5_MB_message_is_read_whole_and_chunked_without_loss(tmp_path):
     selection keep the whole text, and its chunks cover it within the model's window. The chunking runs in a
     child process with a time limit, so a slow tokenizer fails the test instead of hanging it."""
     from sparky.readers import ExportReader
-    from sparky.select import Selector
+    from sparky.pipeline.select import Selector
 
     text = five_mb()
     [conversation] = list(ExportReader(write(lambda: [big_message(text)])(tmp_path)).conversations())

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparky.chunking import chunk_message, chunk_messages, split_tokens
+from sparky.pipeline.chunking import chunk_message, chunk_messages, split_tokens
 from sparky.embedders import get_embedder
 
 

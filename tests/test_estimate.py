@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from sparky.cli import cli
-from sparky.estimate import estimate_time, format_duration, from_sessions, survey_remaining
-from sparky.progress import empty_progress
+from sparky.pipeline.estimate import estimate_time, format_duration, from_sessions, survey_remaining
+from sparky.pipeline.progress import empty_progress
 from sparky.readers import ExportReader
-from sparky.report import estimate_lines
-from sparky.select import Selector
+from sparky.pipeline.report import estimate_lines
+from sparky.pipeline.select import Selector
 
 HISTORY = [
     {"started": "2025-01-14T09:00:00", "ended": "2025-01-14T10:00:00", "processed": 600, "seconds": 60.0},

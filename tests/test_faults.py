@@ -35,7 +35,7 @@ import pytest
 
 from conftest import generate_export, sparky_subprocess, store_health, store_keys
 from sparky.readers import ExportReader
-from sparky.scan import scan_export
+from sparky.pipeline.scan import scan_export
 
 pytestmark = pytest.mark.slow
 

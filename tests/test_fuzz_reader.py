@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from sparky.errors import InputError
 from sparky.readers import ExportReader
-from sparky.scan import scan_export
+from sparky.pipeline.scan import scan_export
 
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

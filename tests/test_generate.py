@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, generate_export
 from sparky.readers import ExportReader
-from sparky.select import Selector
+from sparky.pipeline.select import Selector
 
 GENERATE = ROOT / "sample" / "generate.py"
 

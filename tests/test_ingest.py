@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import read_progress, store_health, store_keys
-from sparky.chunking import chunk_messages
+from sparky.pipeline.chunking import chunk_messages
 from sparky.cli import cli
 from sparky.embedders import get_embedder
-from sparky.locking import FileLock
+from sparky.pipeline.locking import FileLock
 from sparky.readers import ExportReader
-from sparky.select import Selector
+from sparky.pipeline.select import Selector
 
 
 def ingest(tmp_path: Path, export: Path, *extra: str, env: dict | None = None):

@@ -21,7 +21,7 @@ import sparky.readers as readers
 from conftest import linear_mapping
 from sparky.errors import InputError
 from sparky.readers import ExportReader, chatgpt, read_export
-from sparky.select import Selector
+from sparky.pipeline.select import Selector
 
 
 def message(role: str, text: str | None = None, *, content: dict | None = None, time: float | None = None,

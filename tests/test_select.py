@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sparky.models import Conversation, Message
-from sparky.select import RULES, Selector
+from sparky.pipeline.select import RULES, Selector
 
 
 def conversation(*turns: tuple[str, str], hidden: frozenset[int] = frozenset()) -> Conversation:

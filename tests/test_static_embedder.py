@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import linear_mapping, read_progress
-from sparky.chunking import chunk_messages
+from sparky.pipeline.chunking import chunk_messages
 from sparky.cli import cli
 from sparky.embedders import get_embedder
 from sparky.embedders.static import WordLlama

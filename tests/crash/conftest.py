@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import generate_export, sparky_subprocess, store_health
-from sparky.locking import FileLock
+from sparky.pipeline.locking import FileLock
 from sparky.readers import ExportReader
-from sparky.scan import scan_export
+from sparky.pipeline.scan import scan_export
 
 BATCH = 8
 MESSAGES = 50

@@ -11,9 +11,10 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .cli import cli, db_option, friendly_errors, progress_file_option, run_reset, store_url
-from .errors import InputError
-from .progress import DEFAULT_NAME, load_progress
+from .options import db_option, friendly_errors, progress_file_option, store_url
+from .reset import run_reset
+from ..errors import InputError
+from ..pipeline.progress import DEFAULT_NAME, load_progress
 
 EXIT_NOT_STARTED = 1
 
@@ -51,9 +52,9 @@ def progress_command(estimate_time: bool, reset: bool, yes: bool, as_json: bool,
 
 def _print_report(progress_file: Path, progress: dict[str, Any], export: Path | None, estimate_time: bool,
                   as_json: bool) -> None:
-    from .estimate import estimate_time as estimate
-    from .rebuild import open_matching_export
-    from .report import build_report, render_text, to_json
+    from ..pipeline.estimate import estimate_time as estimate
+    from ..pipeline.rebuild import open_matching_export
+    from ..pipeline.report import build_report, render_text, to_json
 
     report = build_report(progress_file, progress)
     if estimate_time:
@@ -69,7 +70,7 @@ def _load(progress_file: Path) -> dict[str, Any] | None:
 
 
 def _rebuild(progress_file: Path, url: str, export: Path | None) -> None:
-    from .rebuild import open_existing_store, rebuild_progress
+    from ..pipeline.rebuild import open_existing_store, rebuild_progress
 
     store = open_existing_store(url)
     try:
@@ -83,9 +84,9 @@ def _rebuild(progress_file: Path, url: str, export: Path | None) -> None:
 
 def _not_started(progress_file: Path, url: str, export: Path | None, estimate_time: bool, as_json: bool) -> None:
     """Say how to start; with --estimate-time and --export, estimate the whole job by calibration."""
-    from .estimate import estimate_time as estimate
-    from .readers import ExportReader
-    from .report import estimate_lines
+    from ..pipeline.estimate import estimate_time as estimate
+    from ..readers import ExportReader
+    from ..pipeline.report import estimate_lines
 
     result = estimate(None, lambda: ExportReader(export)) if estimate_time and export else None
     if as_json:
@@ -105,7 +106,7 @@ def _not_started(progress_file: Path, url: str, export: Path | None, estimate_ti
 
 def _recorded_export(progress_file: Path) -> Path | None:
     """The export the progress file records, when it is still there with the same content."""
-    from .rebuild import open_matching_export
+    from ..pipeline.rebuild import open_matching_export
 
     try:
         return open_matching_export(load_progress(progress_file), None, progress_file).path
@@ -125,4 +126,4 @@ def _rebuild_hint(progress_file: Path, export: Path | None = None) -> str:
     return f"sparky progress --rebuild --export {export or 'EXPORT'}{_file_args(progress_file)}"
 
 
-cli.add_command(progress_command)
+

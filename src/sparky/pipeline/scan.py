@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .readers import ExportReader
+from ..readers import ExportReader
 from .select import Selector
 
 

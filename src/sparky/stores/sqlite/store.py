@@ -13,10 +13,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..crashpoints import crashpoint, sqlite_page_limit
-from ..errors import StoreError
-from ..folders import ensure_parent
-from . import MessageRecord
+from ...crashpoints import crashpoint, sqlite_page_limit
+from ...errors import StoreError
+from ...folders import ensure_parent
+from .. import MessageRecord
 
 SCHEMA_VERSION = 1
 _KEY_QUERY_SIZE = 500

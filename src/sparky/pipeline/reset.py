@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from .locking import FileLock
 from .progress import load_progress
-from .readers import ExportReader
+from ..readers import ExportReader
 from .scan import scan_export
-from .stores import Store, redact
+from ..stores import Store, redact
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from .estimate import Estimate, format_duration
 from .progress import DEFAULT_NAME
-from .stores import redact
+from ..stores import redact
 
 RULE = "=" * 80
 FAILED_SHOWN = 5

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .ingest import IngestResult
+from ..pipeline.ingest import IngestResult
 
 RULE = "=" * 80
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .chunking import chunk_messages
-from .embedders import DEFAULT_EMBEDDER, Embedder, embedder_for_model, get_embedder
-from .errors import InputError
-from .readers import ExportReader
+from ..embedders import DEFAULT_EMBEDDER, Embedder, embedder_for_model, get_embedder
+from ..errors import InputError
+from ..readers import ExportReader
 from .select import Selector
 
 MIN_SPREAD = 0.15

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, StoreError
+from ..errors import InputError, StoreError
 from .locking import FileLock
 from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
-from .readers import ExportReader
+from ..readers import ExportReader
 from .scan import scan_export
-from .stores import Store, open_store, redact
+from ..stores import Store, open_store, redact
 
 
 @dataclass

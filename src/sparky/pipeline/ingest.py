@@ -15,25 +15,38 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 
 from .chunking import chunk_messages
-from .crashpoints import crashpoint
-from .embedders import Embedder, call_with_retries, is_transient
-from .errors import SparkyError
-from .live import Display
+from ..crashpoints import crashpoint
+from ..embedders import Embedder, call_with_retries, is_transient
+from ..errors import SparkyError
+
 from .locking import FileLock
-from .models import Conversation, Message
+from ..models import Conversation, Message
 from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
-from .readers import ExportReader
+from ..readers import ExportReader
 from .scan import ExportScan, ScanInterrupted, scan_export
 from .select import Selector
-from .stores import MessageRecord, Store, redact
+from ..stores import MessageRecord, Store, redact
 
 CHECKPOINT_EVERY_BATCHES = 5
 MAX_FAILED_BATCHES_IN_A_ROW = 3
+
+
+class Display(Protocol):
+    """What the pipeline tells the person watching (``sparky.cli.display.Display`` prints it)."""
+
+    def scanning(self, path: Path | str) -> None: ...
+    def start(self, total_conversations: int, done_conversations: int, total_messages: int,
+              done_messages: int) -> None: ...
+    def conversation(self, conversation: Conversation, found: int, skipped: int) -> None: ...
+    def conversation_failed(self, conversation: Conversation, error: BaseException) -> None: ...
+    def conversation_completed(self) -> None: ...
+    def batch_stored(self, stored: int, failed: int) -> None: ...
+    def finish(self) -> None: ...
 
 
 class Interrupted(Exception):

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from typing import Callable, Optional
 
-from .models import Conversation, Message
+from ..models import Conversation, Message
 
 KEPT_ROLES = frozenset({"user", "assistant"})
 ACKNOWLEDGEMENTS = frozenset({

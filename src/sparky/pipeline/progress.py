@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .crashpoints import crashpoint
-from .errors import InputError, SparkyError
+from ..crashpoints import crashpoint
+from ..errors import InputError, SparkyError
 
 if TYPE_CHECKING:
     from .scan import ExportScan

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .cli import cli, db_option, friendly_errors, progress_file_option, store_url
-from .search import MODES, Filters, Searcher, SearchResult, iso_date, open_for_search, parse_when, preload_embedder
+from .options import db_option, friendly_errors, progress_file_option, store_url
+from ..search import MODES, Filters, Searcher, SearchResult, iso_date, open_for_search, parse_when, preload_embedder
 
 FORMATS = ("table", "json", "context")
 
@@ -106,4 +106,4 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-cli.add_command(search_command)
+

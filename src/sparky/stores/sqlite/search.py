@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 if TYPE_CHECKING:
-    from .sqlite import SQLiteStore
+    from .store import SQLiteStore
 
 _FETCH_ROWS = 4096
 _QUERY_PARAMS = 900  # stay under SQLite's bound-parameter limit

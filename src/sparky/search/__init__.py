@@ -17,12 +17,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SparkyError
+from ..errors import SparkyError
 
 if TYPE_CHECKING:
-    from .embedders import Embedder
-    from .stores.sqlite import SQLiteStore
-    from .stores.sqlite_search import ChunkHit, MessageRow, StoreFilters
+    from ..embedders import Embedder
+    from ..stores.sqlite import SQLiteStore
+    from ..stores.sqlite.search import ChunkHit, MessageRow, StoreFilters
 
 MODES = ("hybrid", "vector", "keyword")
 # Reciprocal rank fusion: score = sum over sides of 1 / (RRF_K + rank), over the top SIDE_DEPTH (at least
@@ -104,8 +104,8 @@ class SearchResult:
 
 def open_for_search(url: str) -> SQLiteStore:
     """Open an existing store for reading; never create one."""
-    from .stores import open_store, redact
-    from .stores.sqlite import SQLiteStore
+    from ..stores import open_store, redact
+    from ..stores.sqlite import SQLiteStore
 
     path = Path(url.removeprefix("sqlite:///"))
     if "://" not in str(path):
@@ -138,7 +138,7 @@ def preload_embedder(name: str) -> None:
 
 
 def _load_quietly(name: str) -> None:
-    from .embedders import get_embedder
+    from ..embedders import get_embedder
 
     try:
         get_embedder(name)
@@ -151,7 +151,7 @@ class Searcher:
 
     def __init__(self, store: SQLiteStore, embedder: str | None = None) -> None:
         """``embedder`` names the model for queries; by default the one the store was built with."""
-        from .stores.sqlite_search import SQLiteSearch
+        from ..stores.sqlite.search import SQLiteSearch
 
         self.store = store
         self.requested_embedder = embedder
@@ -162,7 +162,7 @@ class Searcher:
     @functools.cached_property
     def embedder_name(self) -> str:
         """The embedder for queries: the one requested, else the one the store was built with (resolved once)."""
-        from .embedders import resolve_embedder
+        from ..embedders import resolve_embedder
 
         try:
             return resolve_embedder(self.requested_embedder, self.store.meta().get("model"))
@@ -188,7 +188,7 @@ class Searcher:
         return self._results(query, ranked, vector, keyword, context)
 
     def _store_filters(self, filters: Filters) -> StoreFilters:
-        from .stores.sqlite_search import StoreFilters
+        from ..stores.sqlite.search import StoreFilters
 
         rows = None
         if filters.conversation is not None:
@@ -218,7 +218,7 @@ class Searcher:
         return self.backend.keyword_search(match, where, limit) if match else []
 
     def _embedder(self) -> Embedder:
-        from .embedders import get_embedder  # loads the model once per process
+        from ..embedders import get_embedder  # loads the model once per process
 
         if self.embedder_name in _PRELOADS:
             _PRELOADS[self.embedder_name].join()

@@ -7,8 +7,8 @@ original text, and together they cover all of it: nothing is truncated silently.
 
 from __future__ import annotations
 
-from .embedders import Embedder, Tokenizing, Tokens
-from .models import Chunk
+from ..embedders import Embedder, Tokenizing, Tokens
+from ..models import Chunk
 
 SENTENCE_ENDS = frozenset(".!?;…。！？；")
 

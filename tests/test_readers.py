@@ -376,7 +376,6 @@ def test_two_exports_one_level_down_are_ambiguous(tmp_path):
     (b"[]", "the export holds no conversations"),
     (b'[{"name": "a"}, {"name": "b"}]', "not a ChatGPT or Claude export"),
     (b"[1, 2, 3]", "not a ChatGPT or Claude export"),
-    (b'[{"uuid": "u", "name": "n", "chat_messages": []}]', "Claude exports are not supported yet"),
     (b'[{"mapping": {}}] trailing', "not valid JSON (parse error: trailing garbage"),
     (b'[{"mapping": {}}, {"mapping": {"a": tru}}]', "not valid JSON"),
 ])

@@ -1,7 +1,9 @@
 """Read an export (folder, .zip or JSON file) as a stream of Conversations, never loading a whole file.
 
 The format is detected from the content: an array of objects with ``mapping`` is a ChatGPT export, one
-with ``chat_messages`` a Claude export (not supported yet). Anything else is one clear InputError.
+with ``chat_messages`` a Claude.ai export. Anything else is one clear InputError. Only conversations.json
+(or its shards, conversations-000.json ...) is read: the files beside it (ChatGPT's user.json and
+chat.html, Claude's projects.json, users.json and memories.json) are ignored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import ijson
 
 from ..errors import InputError
 from ..models import Conversation
-from . import chatgpt
+from . import chatgpt, claude
 from .chatgpt import MalformedConversation
 
 __all__ = ["ExportReader", "read_export"]
@@ -31,6 +33,13 @@ READ_SIZE = 64 * 1024
 FINGERPRINT_SPAN = 64 * 1024
 PROBE_ITEMS = 10  # this many unrecognised items before any conversation: not an export
 _NOT_EXPORT = "not a ChatGPT or Claude export (its items have neither 'mapping' nor 'chat_messages')"
+CONVERTERS = {"chatgpt": chatgpt, "claude": claude}  # modules, so their convert is looked up at each call
+LABEL_FIELDS = {"chatgpt": ("id", "conversation_id"), "claude": ("uuid",), None: ("id", "conversation_id", "uuid")}
+NOT_A_CONVERSATION = {  # why an item is skipped, by the format of the conversations read before it
+    "chatgpt": "not a ChatGPT conversation (no 'mapping')",
+    "claude": "not a Claude conversation (no 'chat_messages')",
+    None: "not a ChatGPT or Claude conversation (neither 'mapping' nor 'chat_messages')",
+}
 ESCAPE_TOKEN = re.compile(r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\.?", re.S)
 SURROGATE_ESCAPE = re.compile(
     r"\\\\|\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
@@ -238,7 +247,7 @@ def _kind(item: object) -> str | None:
 def _label(item: object, index: int) -> str:
     """A skipped item's conversation id when it has one, else its index in the export ("#12")."""
     if isinstance(item, dict):
-        for field in ("id", "conversation_id"):
+        for field in LABEL_FIELDS[_kind(item)]:
             if isinstance(item.get(field), str) and item[field]:
                 return chatgpt.clean(item[field])
     return f"#{index}"
@@ -248,9 +257,9 @@ class ExportReader:
     """Streams an export's conversations and keeps what it left out.
 
     After (or during) ``conversations()``: ``skipped`` lists (conversation id or "#index", reason) of
-    malformed conversations, ``content_counts`` counts the kinds of nodes left out (thoughts, tool,
-    hidden, ...), ``duplicate_ids`` lists (id, new id) of conversations renamed because their id was
-    already used. Each call of ``conversations()`` starts these afresh.
+    malformed conversations, ``content_counts`` counts the kinds of nodes and blocks left out (thoughts,
+    tool, hidden, thinking, tool_use, ...), ``duplicate_ids`` lists (id, new id) of conversations renamed
+    because their id was already used. Each call of ``conversations()`` starts these afresh.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -281,20 +290,20 @@ class ExportReader:
         seen: dict[str, int] = {}
         index = -1
         found = 0
+        last_kind: str | None = None
         for part in self._parts:
             for item in _items(part):
                 index += 1
                 kind = _kind(item)
-                if kind == "claude":
-                    raise InputError(f"{part.name}: this is a Claude export; Claude exports are not supported yet")
                 if kind is None:
                     if not found and index + 1 >= PROBE_ITEMS:
                         raise InputError(f"{part.name}: {_NOT_EXPORT}")
-                    self.skipped.append((_label(item, index), "not a ChatGPT conversation (no 'mapping')"))
+                    self.skipped.append((_label(item, index), NOT_A_CONVERSATION[last_kind]))
                     continue
                 found += 1
+                last_kind = kind
                 try:
-                    conversation = chatgpt.convert(item, self.content_counts)
+                    conversation = CONVERTERS[kind].convert(item, self.content_counts)
                 except Exception as error:  # one odd conversation never stops a run, whatever its oddity
                     reason = str(error) if isinstance(error, MalformedConversation) else (
                         f"unreadable ({type(error).__name__}: {error})")

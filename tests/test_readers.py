@@ -91,10 +91,10 @@ def test_sharded_parts_are_read_in_numeric_order(tmp_path):
                                                     "conversations-10.json"]
 
 
-def test_single_file_wins_over_shards_beside_it(tmp_path):
+def test_shards_are_read_before_a_single_file_beside_them(tmp_path):
     write(tmp_path, [chat(*QA, cid="whole")])
     write(tmp_path, [chat(*QA, cid="shard")], name="conversations-000.json")
-    assert [c.id for c in read_export(tmp_path)] == ["whole"]
+    assert [c.id for c in read_export(tmp_path)] == ["shard", "whole"]  # details: tests/test_chatgpt_details.py
 
 
 def test_folder_holding_the_unzipped_export_folder(tmp_path):

@@ -1,9 +1,15 @@
 """What a "meaningful message" is: small named rules, each counting what it dropped.
 
-A message is dropped by the first rule that matches. ``trivially_short`` is deliberately conservative:
-it drops only messages with fewer than 3 letters or digits once punctuation and emoji are removed
-("ok!", "no", "👍", "好的") and pure acknowledgements ("Thanks!", "ok, thank you", "got it"); a short
-real question such as "why?" or "为什么" is kept.
+A message is dropped by the first rule that matches. ``trivially_short`` drops what a reader of the
+memory cannot use on its own, and nothing that records a fact or a choice:
+
+- always dropped: no letter or digit at all ("👍", "?!") and pure acknowledgements ("ok", "Thanks!", "yes",
+  "no", "ok, thank you", "got it", "好的"), even when they answer a question: the question is kept, and
+  a bare yes or ok adds nothing that can be searched for;
+- always kept: 3 or more letters or digits once punctuation and emoji are removed ("Docker", "why?", "为什么");
+- a shorter fragment ("C#", "Go", "5") is kept when it answers a question (the user replies to a kept
+  assistant message that contains a "?": it records the user's choice) or when it is a name written with
+  a symbol ("C#", "C++", "F#"); otherwise it is dropped ("hm", a stray "R").
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ ACKNOWLEDGEMENTS = frozenset({
     "great", "perfect", "awesome", "thanks", "thank you", "thank you so much", "thanks a lot", "thx",
     "got it", "sounds good", "alright", "all right", "fine", "done", "lol", "continue", "go on",
     "ok thanks", "okay thanks", "ok thank you", "great thanks", "perfect thanks", "merci", "danke", "gracias",
+    "ok", "k", "kk", "no", "y", "n", "ya", "ye", "ty", "np", "hi", "hm", "mm", "ah", "oh",
+    "ja", "si", "sí", "da", "ок", "да", "好", "好的", "嗯", "是", "对", "はい",
 })
 INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff]*")
 LONGEST_TRIVIAL = 40  # characters; no acknowledgement is longer, so longer texts skip the checks
 NOT_A_WORD = re.compile(r"[\W_]+")  # punctuation, emoji, spaces and invisible characters
+NAMED_BY_SYMBOL = re.compile(r"[^\W\d_][#+]")  # a letter then "#" or "+": C#, C++, F#
+QUESTION_MARKS = ("?", "？")
 
 Rule = Callable[[Message, Optional[Message]], bool]
 
@@ -49,12 +59,23 @@ def whitespace_only(message: Message, previous: Message | None) -> bool:
 
 
 def trivially_short(message: Message, previous: Message | None) -> bool:
-    """Under 3 letters or digits once punctuation and emoji are removed, or a pure acknowledgement ("thanks!")."""
+    """No letter or digit, a pure acknowledgement ("thanks!"), or under 3 letters or digits that neither
+    answer an assistant's question nor name something with a symbol ("C#")."""
     text = message.text.strip()
     if len(text) > LONGEST_TRIVIAL:
         return False
     words = NOT_A_WORD.sub(" ", text.lower()).strip()
-    return len(words.replace(" ", "")) < 3 or words in ACKNOWLEDGEMENTS
+    if not words or words in ACKNOWLEDGEMENTS:
+        return True
+    if len(words.replace(" ", "")) >= 3:
+        return False
+    return not (answers_question(message, previous) or NAMED_BY_SYMBOL.search(text))
+
+
+def answers_question(message: Message, previous: Message | None) -> bool:
+    """A user message right after a kept assistant message that asks something (contains a "?")."""
+    return (message.role == "user" and previous is not None and previous.role == "assistant"
+            and any(mark in previous.text for mark in QUESTION_MARKS))
 
 
 def duplicate_in_conversation(message: Message, previous: Message | None) -> bool:

@@ -1,4 +1,9 @@
-"""One raw ChatGPT conversation (a dict from conversations.json) -> a Conversation of its visible branch."""
+"""One raw ChatGPT conversation (a dict from conversations.json) -> a Conversation of its visible branch.
+
+Canvas (writing) documents sit inline in the text as a block opened by a line ``:::writing{...}`` and closed
+by a line ``:::``: the document text is kept and those two marker lines are dropped, except inside a code
+fence (a ``:::`` there is content). A ``:::`` line outside an open writing block is kept as it is.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ TEXT_TYPES = frozenset({"text", "multimodal_text", "code"})
 SKIPPED_ROLES = frozenset({"system", "tool"})
 HIDDEN_CHANNELS = frozenset({"analysis", "commentary"})
 CITATION = re.compile(r"[ \t]*(?:【[^【】]*†[^【】]*】|\ue200[^\ue201]*\ue201)")
+WRITING_OPEN = re.compile(r"[ \t]*:::writing\{.*\}\s*")  # a whole line
+WRITING_CLOSE = re.compile(r"[ \t]*:::\s*")  # a whole line
+FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")  # a code fence's opening or closing run, at a line's start
 
 
 class MalformedConversation(Exception):
@@ -102,12 +110,18 @@ def branch(mapping: dict, current: object) -> list[str]:
 
 
 def newest_leaf(mapping: dict) -> str | None:
-    """The node without children in the mapping whose message is newest (ties: the last in mapping order)."""
+    """The leaf whose message is newest (ties: the last in mapping order).
+
+    A leaf has no child in the mapping: none of its `children` exists and no other node names it as its
+    `parent` (shard files may lack `children`).
+    """
+    parents = _parents(mapping)
     best: str | None = None
     best_time = -math.inf
     for node_id, node in mapping.items():
         children = node.get("children") if isinstance(node, dict) else None
-        if isinstance(children, list) and any(isinstance(c, str) and c in mapping for c in children):
+        if node_id in parents or (
+                isinstance(children, list) and any(isinstance(c, str) and c in mapping for c in children)):
             continue
         message = node.get("message") if isinstance(node, dict) else None
         created = epoch(message.get("create_time")) if isinstance(message, dict) else None
@@ -115,6 +129,16 @@ def newest_leaf(mapping: dict) -> str | None:
         if created >= best_time:
             best, best_time = node_id, created
     return best
+
+
+def _parents(mapping: dict) -> set[str]:
+    """The ids that some other node names as its parent."""
+    found = set()
+    for node_id, node in mapping.items():
+        parent = node.get("parent") if isinstance(node, dict) else None
+        if isinstance(parent, str) and parent != node_id:
+            found.add(parent)
+    return found
 
 
 def _visible(node: object, counts: Counter[str]) -> tuple[dict, str, str] | None:
@@ -179,4 +203,34 @@ def _text(content: dict) -> str:
             part = part.get("text")
         if isinstance(part, str) and part:
             pieces.append(part)
-    return clean("\n".join(pieces))
+    return clean(strip_writing_markers("\n".join(pieces)))
+
+
+def strip_writing_markers(text: str) -> str:
+    """The text without the opening and closing lines of its canvas (writing) blocks, outside code fences."""
+    if ":::writing" not in text:
+        return text
+    kept: list[str] = []
+    fence = ""  # the open code fence's run of backticks or tildes, "" outside one
+    depth = 0  # writing blocks open
+    for line in text.split("\n"):
+        if not fence and WRITING_OPEN.fullmatch(line):
+            depth += 1
+        elif not fence and depth and WRITING_CLOSE.fullmatch(line):
+            depth -= 1
+        else:
+            fence = _fence_after(line, fence)
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _fence_after(line: str, fence: str) -> str:
+    """The code fence open after `line`, given the one open before it ("" for none)."""
+    match = FENCE.match(line)
+    if match is None:
+        return fence
+    run = match.group(1)
+    if not fence:
+        return run
+    closes = run[0] == fence[0] and len(run) >= len(fence) and not line[match.end():].strip()
+    return "" if closes else fence

@@ -48,11 +48,35 @@ def small_generated_export(tmp_path_factory) -> Path:
     return generate_export(tmp_path_factory.mktemp("gen-small") / "chat-history", 40, 400)
 
 
-def sparky_subprocess(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    """Start ``python -m sparky`` as a real child process."""
+def sparky_subprocess(args: list[str], cwd: Path, env: dict | None = None, faults: str | None = None,
+                      **kwargs) -> subprocess.Popen:
+    """Start ``python -m sparky`` as a real child process; with ``faults``, its embedders fail as that
+    ``FaultyEmbedder`` spec says (tests/support/faulty_sparky.py)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "sparky", *args], cwd=cwd, env=full_env,
+    command = ["-m", "sparky"] if faults is None else [str(ROOT / "tests" / "support" / "faulty_sparky.py"), faults]
+    return subprocess.Popen([sys.executable, *command, *args], cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture
+def faulty_embedders(monkeypatch):
+    """``install(spec)`` makes every embedder the CLI loads in this process a ``FaultyEmbedder(spec)``;
+    it returns the list of wrappers made, to count their calls."""
+    import sparky.embedders as embedders
+    from sparky.embedders.testing import FaultyEmbedder
+
+    made: list[FaultyEmbedder] = []
+    real = embedders.get_embedder
+
+    def install(spec: str) -> list[FaultyEmbedder]:
+        def get(name: str = embedders.DEFAULT_EMBEDDER) -> FaultyEmbedder:
+            made.append(FaultyEmbedder(real(name), spec))
+            return made[-1]
+
+        monkeypatch.setattr(embedders, "get_embedder", get)
+        return made
+
+    return install
 
 
 def store_keys(db_path: Path) -> list[str]:
@@ -83,7 +107,9 @@ def store_health(db_path: Path) -> dict:
                 "SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = c.message)"
             ).fetchone()[0],
             "chunks": db.execute("SELECT count(*) FROM chunks").fetchone()[0],
-            "bad_vectors": db.execute("SELECT count(*) FROM chunks WHERE length(vector) != 384 * 4").fetchone()[0],
+            "bad_vectors": db.execute(  # every chunk has exactly one vector of its space's width
+                "SELECT count(*) FROM chunks c WHERE (SELECT count(*) FROM vectors v JOIN spaces s ON s.id = v.space"
+                " WHERE v.chunk = c.id AND length(v.vector) = s.dimensions * 4) != 1").fetchone()[0],
         }
 
 

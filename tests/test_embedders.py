@@ -11,15 +11,19 @@ import numpy as np
 import pytest
 
 from sparky.embedders import (
-    FaultyEmbedder,
+    FatalEmbedError,
     PermanentEmbedError,
+    RateLimited,
+    RetryPolicy,
+    RetryStopped,
     TransientError,
     call_with_retries,
+    classify_common,
     get_embedder,
-    is_transient,
     resolve_embedder,
 )
 from sparky.embedders import local
+from sparky.embedders.testing import FaultyEmbedder
 from sparky.embedders.onnx_bert import build_bert_onnx
 from sparky.errors import SparkyError
 
@@ -221,56 +225,100 @@ class Flaky:
         return "ok"
 
 
+class RecordedWaits:
+    """A stop Event whose ``wait`` records the seconds asked for and returns at once (never stopped)."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.waits: list[float] = []
+        self.stop_after = stop_after
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return self.stop_after is not None and len(self.waits) >= self.stop_after
+
+
 def test_retries_back_off_exponentially_with_full_jitter():
-    sleeps: list[float] = []
+    stop = RecordedWaits()
     fn = Flaky(TransientError(), TimeoutError(), ConnectionResetError())
-    result = call_with_retries(fn, attempts=4, base_delay=0.5, sleep=sleeps.append, rng=lambda: 0.5)
+    result = call_with_retries(fn, classify_common, RetryPolicy(attempts=4, base_delay=0.5), stop, rng=lambda: 0.5)
     assert result == "ok" and fn.calls == 4
-    assert sleeps == [0.25, 0.5, 1.0]  # rng() * base * 2**attempt
+    assert stop.waits == [0.25, 0.5, 1.0]  # rng() * base * 2**retry
 
 
 def test_backoff_is_capped_at_max_delay():
-    sleeps: list[float] = []
+    stop = RecordedWaits()
     fn = Flaky(*[TransientError()] * 4)
-    call_with_retries(fn, attempts=5, base_delay=10, max_delay=15, sleep=sleeps.append, rng=lambda: 0.9)
-    assert sleeps == pytest.approx([9.0, 13.5, 13.5, 13.5])
+    call_with_retries(fn, classify_common, RetryPolicy(attempts=5, base_delay=10, max_delay=15), stop,
+                      rng=lambda: 0.9)
+    assert stop.waits == pytest.approx([9.0, 13.5, 13.5, 13.5])
 
 
 def test_retry_after_is_honoured_and_capped():
-    class RateLimited(TransientError):
-        def __init__(self, retry_after: float) -> None:
-            super().__init__("429")
-            self.retry_after = retry_after
-
-    sleeps: list[float] = []
-    fn = Flaky(RateLimited(7), RateLimited(120))
-    call_with_retries(fn, attempts=3, max_delay=30, sleep=sleeps.append, rng=lambda: 0.0)
-    assert sleeps == [7.0, 30.0]
+    stop = RecordedWaits()
+    fn = Flaky(RateLimited("429", retry_after=7), RateLimited("429", retry_after=120))
+    call_with_retries(fn, classify_common, RetryPolicy(max_delay=30), stop, rng=lambda: 0.0)
+    assert stop.waits == [7.0, 30.0]
 
 
-def test_permanent_errors_are_not_retried_and_the_last_transient_one_is_raised():
-    sleeps: list[float] = []
-    fn = Flaky(ValueError("bad input"))
-    with pytest.raises(ValueError):
-        call_with_retries(fn, sleep=sleeps.append)
-    assert fn.calls == 1 and sleeps == []
+def test_rate_limits_have_their_own_larger_budget():
+    """Eleven 429s in a row still succeed under the default policy; three transient errors do not."""
+    stop = RecordedWaits()
+    fn = Flaky(*[RateLimited("429")] * 11)
+    assert call_with_retries(fn, classify_common, RetryPolicy(), stop, rng=lambda: 0.0) == "ok"
+    assert fn.calls == 12
+    fn = Flaky(*[TransientError("down")] * 3)
+    with pytest.raises(TransientError):
+        call_with_retries(fn, classify_common, RetryPolicy(attempts=3), RecordedWaits(), rng=lambda: 0.0)
+    assert fn.calls == 3
+
+
+def test_permanent_and_fatal_errors_are_not_retried_and_the_last_transient_one_is_raised():
+    for error in (ValueError("bad input"), PermanentEmbedError(1, "bad"), FatalEmbedError("bad key")):
+        stop = RecordedWaits()
+        fn = Flaky(error)
+        with pytest.raises(type(error)):
+            call_with_retries(fn, classify_common, RetryPolicy(), stop)
+        assert fn.calls == 1 and stop.waits == []
+    stop = RecordedWaits()
     fn = Flaky(*[TimeoutError("slow")] * 5)
     with pytest.raises(TimeoutError):
-        call_with_retries(fn, attempts=3, sleep=sleeps.append, rng=lambda: 0.0)
-    assert fn.calls == 3 and len(sleeps) == 2
+        call_with_retries(fn, classify_common, RetryPolicy(attempts=3), stop, rng=lambda: 0.0)
+    assert fn.calls == 3 and len(stop.waits) == 2
 
 
-def test_is_transient_classifies_common_failures():
+def test_a_stop_ends_a_backoff_wait_at_once():
+    import threading
+
+    stop = threading.Event()
+    waited = []
+    fn = Flaky(*[RateLimited("429", retry_after=3600)] * 3)
+
+    def on_wait(failure, seconds):
+        waited.append(seconds)
+        stop.set()  # as the signal handler does while the worker waits
+
+    with pytest.raises(RetryStopped):
+        call_with_retries(fn, classify_common, RetryPolicy(max_delay=3600), stop, on_wait=on_wait)
+    assert waited == [3600] and fn.calls == 1
+
+
+def test_the_common_classification_of_failures():
     class HTTPError(Exception):
         def __init__(self, status_code: int) -> None:
             self.status_code = status_code
 
-    transient = [TransientError(), TimeoutError(), ConnectionResetError(), HTTPError(429), HTTPError(503),
-                 sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("database is busy")]
-    permanent = [ValueError(), HTTPError(400), sqlite3.OperationalError("no such table: chunks"),
-                 PermanentEmbedError(0, "bad")]
-    assert all(is_transient(exc) for exc in transient)
-    assert not any(is_transient(exc) for exc in permanent)
+    kinds = {
+        "transient": [TransientError(), TimeoutError(), ConnectionResetError(), HTTPError(503), HTTPError(408),
+                      sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("database is busy")],
+        "rate_limited": [HTTPError(429), RateLimited("slow down", retry_after=2)],
+        "fatal": [HTTPError(401), HTTPError(403), HTTPError(404), FatalEmbedError("bad key")],
+        "permanent": [ValueError(), HTTPError(400), sqlite3.OperationalError("no such table: chunks"),
+                      PermanentEmbedError(0, "bad")],
+    }
+    for kind, errors in kinds.items():
+        assert [classify_common(error).kind for error in errors] == [kind] * len(errors), kind
+    assert classify_common(RateLimited("slow down", retry_after=2)).delay == 2
+    assert classify_common(PermanentEmbedError(3, "bad")).index == 3
 
 
 class FakeEmbedder:
@@ -297,17 +345,19 @@ def test_fault_injection_transient_rate_is_seeded():
     assert first != failures("transient=0.3,seed=2")
 
 
-def test_fault_injection_permanent_marker_names_the_text(monkeypatch):
-    monkeypatch.setenv("SPARKY_FAULTS", "permanent=POISON")
-    embedder = get_embedder("minilm")
-    assert isinstance(embedder, FaultyEmbedder) and embedder.model == local.Q8_MODEL
+def test_fault_injection_permanent_marker_names_the_text_and_get_embedder_never_wraps():
+    embedder = FaultyEmbedder(get_embedder("minilm"), "permanent=POISON")
+    assert embedder.model == local.Q8_MODEL
     for _ in range(2):  # every time, not randomly
         with pytest.raises(PermanentEmbedError) as caught:
             embedder.embed(["fine", "also fine", "this has POISON in it"])
-        assert caught.value.index == 2 and not is_transient(caught.value)
+        assert caught.value.index == 2 and classify_common(caught.value).kind == "permanent"
     assert embedder.embed(["fine"]).shape == (1, 384)
-    monkeypatch.delenv("SPARKY_FAULTS")
-    assert not isinstance(get_embedder("minilm"), FaultyEmbedder)
+    os.environ["SPARKY_FAULTS"] = "permanent=POISON"  # the old switch: must do nothing now
+    try:
+        assert not isinstance(get_embedder("minilm"), FaultyEmbedder)
+    finally:
+        del os.environ["SPARKY_FAULTS"]
 
 
 class CountingTokenizer:

@@ -67,14 +67,16 @@ class Work:
         self.db = root / "store.db"
         self.trace = root / "trace.txt"
 
-    def start(self, export: Path, env: dict | None = None, preexec_fn=None) -> subprocess.Popen:
+    def start(self, export: Path, env: dict | None = None, preexec_fn=None,
+              faults: str | None = None) -> subprocess.Popen:
         args = ["ingest", str(export), "--batch-size", "8", "--quiet", "--progress-file", str(self.progress),
                 "--db", str(self.db)]
         return sparky_subprocess(args, cwd=self.root, env={"SPARKY_TRACE_FILE": str(self.trace), **(env or {})},
-                                 preexec_fn=preexec_fn)
+                                 preexec_fn=preexec_fn, faults=faults)
 
-    def run(self, export: Path, env: dict | None = None, preexec_fn=None) -> tuple[int, str]:
-        process = self.start(export, env, preexec_fn)
+    def run(self, export: Path, env: dict | None = None, preexec_fn=None,
+            faults: str | None = None) -> tuple[int, str]:
+        process = self.start(export, env, preexec_fn, faults)
         _, err = process.communicate(timeout=300)
         return process.returncode, err
 
@@ -118,9 +120,10 @@ def assert_intact(work: Work, expected: list[str], before: list[str] = ()) -> li
 
 
 def assert_next_run_completes(work: Work, export: Path, expected: list[str]) -> None:
-    code, err = work.run(export)
-    assert code == 0, err
-    assert "INGESTION COMPLETE!" in err
+    process = work.start(export)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "INGESTION COMPLETE!" in out  # the summary is a result: stdout
     assert work.keys() == expected
     assert_intact(work, expected)
 
@@ -251,7 +254,7 @@ def test_embedder_raising_at_random_then_a_clean_run_completes(tmp_path, export,
     poisoned = next(text for conversation in ExportReader(export).conversations()
                     for text in (m.text for m in conversation.messages) if len(text) > 40)
     for seed in (1, 2):
-        code, err = work.run(export, env={"SPARKY_FAULTS": f"transient=0.6,permanent={poisoned[:30]},seed={seed}"})
+        code, err = work.run(export, faults=f"transient=0.6,permanent={poisoned[:30]},seed={seed}")
         assert code == 1, err
         assert "Traceback" not in err
         assert "FAILED MESSAGE(S)" in err or "the embedder keeps failing" in err, err
@@ -278,11 +281,11 @@ def test_stop_signal_during_a_slow_batch_exits_within_one_batch(tmp_path, export
     process = slow_run(work, export)
     process.send_signal(sig)
     sent = time.monotonic()
-    _, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=120)
     waited = time.monotonic() - sent
     assert process.returncode == 130, err
     assert waited <= SLOW_BATCH + 1.5 + GRACE, f"{waited:.1f}s: more than the batch in flight"
-    assert "INGESTION PAUSED" in err and "Resume with the same command" in err and "Traceback" not in err
+    assert "INGESTION PAUSED" in out and "Resume with the same command" in out and "Traceback" not in err
     stored = assert_intact(work, expected_keys)
     assert stored, "the batch in flight is finished and stored"
     assert sorted(json.loads(work.progress.read_text())["processed_messages"]) == stored

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import sqlite3
 import subprocess
@@ -16,7 +18,8 @@ from click.testing import CliRunner
 from sparky.cli import cli
 from sparky.embedders import get_embedder
 from sparky.models import Conversation, Message
-from sparky.search import Filters, Searcher, SearchError, fts_query, open_for_search, parse_when
+from sparky.search import Filters, Searcher, SearchError, keyword_terms, open_for_search, parse_when
+from sparky.stores.sqlite.search import fts_match
 from sparky.stores import MessageRecord
 from sparky.stores.sqlite import SQLiteStore
 
@@ -289,7 +292,14 @@ ODD_QUERIES = ['"unbalanced', 'say "hello" there', "AND OR NOT NEAR", "NEAR(dock
 @pytest.mark.parametrize("query", ODD_QUERIES)
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
 def test_odd_queries_are_never_read_as_fts_syntax(searcher, query, mode):
-    searcher.search(query, k=3, mode=mode)
+    """FTS5 syntax in a query is matched as words: no error, and every keyword hit holds one of its words."""
+    results = searcher.search(query, k=3, mode=mode)
+    words = [word.casefold() for word in re.findall(r"[^\W_]+", query)]
+    if mode == "keyword":
+        assert all(any(word in result.text.casefold() for word in words) for result in results), query
+        assert bool(results) <= bool(words)
+    else:
+        assert len(results) == 3 or not words
 
 
 def test_odd_queries_still_match_their_words(searcher):
@@ -301,11 +311,24 @@ def test_odd_queries_still_match_their_words(searcher):
     assert searcher.search("🎉", k=3, mode="keyword") == []
 
 
-def test_fts_query_quotes_every_term():
-    assert fts_query('how did I fix "the" docker NEAR error*') == '"fix" OR "docker" OR "NEAR" OR "error*"'
-    assert fts_query('say "hello" (today)') == '"say" OR """hello""" OR "(today)"'
-    assert fts_query("the how") == '"the" OR "how"'
-    assert fts_query("* : ( ) 🎉") is None
+def test_keyword_terms_and_the_fts_expression_quote_every_term():
+    assert keyword_terms('how did I fix "the" docker NEAR error*') == ["fix", "docker", "NEAR", "error*"]
+    assert fts_match(keyword_terms('how did I fix "the" docker NEAR error*')) == '"fix" OR "docker" OR "NEAR" OR "error*"'
+    assert fts_match(keyword_terms('say "hello" (today)')) == '"say" OR """hello""" OR "(today)"'
+    assert keyword_terms("the how") == ["the", "how"]
+    assert keyword_terms("* : ( ) 🎉") == []
+    assert fts_match(["東京"]) == '"東京" *'
+
+
+@pytest.mark.parametrize("query", ["docker\x00permission", "docker\x1b[31mpermission", "\x00docker", "docker\u200b"])
+def test_control_characters_in_a_query_are_read_as_spaces(searcher, query):
+    results = searcher.search(query, k=3, mode="keyword")
+    assert results and "docker" in results[0].text.lower()
+
+
+def test_a_query_of_control_characters_only_is_an_empty_query(store_path):
+    result = search_cli(store_path, "\x00\x07")
+    assert result.exit_code == 2 and "empty query" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("query", ["", "   "])

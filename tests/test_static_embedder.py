@@ -130,7 +130,7 @@ def test_ingest_and_search_the_sample_with_wordllama(tmp_path, sample_export):
     assert read_progress(tmp_path / "progress.json")["embedder"] == {"model": "wordllama-l2-supercat-256",
                                                                      "dimensions": 256}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM chunks WHERE length(vector) != 256 * 4").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM vectors WHERE length(vector) != 256 * 4").fetchone() == (0,)
     found = search(db, "eggs baked in tomato sauce for four people", "--embedder", "wordllama", "--mode", "vector")
     assert found.exit_code == 0, found.output
     assert "shakshuka" in json.loads(found.output)["results"][0]["text"].lower()

@@ -15,6 +15,12 @@ class StoreError(SparkyError):
     """The memory store cannot be opened or does not match the embedder."""
 
 
+class TransientStoreError(StoreError):
+    """The store is busy (locked past the timeout) or the connection dropped: worth retrying."""
+
+    exit_code = 1
+
+
 class LockedError(SparkyError):
     """Another ingester already holds the progress file or the store."""
 

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import LockedError, SparkyError
+from .errors import LockedError, SparkyError
 
 
 class FileLock:
@@ -19,7 +19,7 @@ class FileLock:
 
     def acquire(self) -> "FileLock":
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:  # a folder that is missing, not a folder, or not writable
             raise SparkyError(f"cannot lock the {self.what}: {self.path}: {exc.strerror}") from None
         try:
@@ -35,6 +35,25 @@ class FileLock:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
         return self
+
+    def holder(self) -> int | None:
+        """The pid of the process holding this lock now, or None when nobody does.
+
+        The lock is asked, not the pid left in the file: a killed holder's pid may have been reused."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None  # no lock file: nobody ever held it here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:

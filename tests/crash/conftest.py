@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import generate_export, sparky_subprocess, store_health
-from sparky.pipeline.locking import FileLock
+from sparky.locking import FileLock
 from sparky.readers import ExportReader
 from sparky.pipeline.scan import scan_export
 

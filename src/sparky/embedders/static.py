@@ -12,7 +12,7 @@ from itertools import chain
 
 import numpy as np
 
-from . import Tokens
+from .base import Failure, Tokens, classify_common
 from .local import package_dir
 
 MODEL = "wordllama-l2-supercat-256"
@@ -34,6 +34,16 @@ class WordLlama:
     dimensions = 256
     max_tokens = 512
     special_tokens = 0  # wordllama encodes without <s>
+    concurrency = 1  # one batch at a time: the model already uses every core
+
+    @property
+    def tokenizer(self) -> "WordLlama":
+        """The model's own tokenizer (this object: it has ``tokenize`` and ``special_tokens``)."""
+        return self
+
+    def classify(self, error: BaseException) -> Failure:
+        """A local model has no rate limits or keys: the common classification."""
+        return classify_common(error)
 
     def __init__(self, token_budget: int = TOKEN_BUDGET) -> None:
         from safetensors.numpy import load_file

@@ -7,21 +7,22 @@ original text, and together they cover all of it: nothing is truncated silently.
 
 from __future__ import annotations
 
-from ..embedders import Embedder, Tokenizing, Tokens
+from ..embedders import Embedder, Tokenizer, Tokens
 from ..models import Chunk
 
 SENTENCE_ENDS = frozenset(".!?;…。！？；")
 
 
-def chunk_message(key: str, text: str, tokenizer: Tokenizing, max_tokens: int = 256, overlap: int = 32) -> list[Chunk]:
+def chunk_message(key: str, text: str, tokenizer: Tokenizer, max_tokens: int = 256, overlap: int = 32) -> list[Chunk]:
     """The chunks of one message; a message that fits the window is one chunk with the whole text."""
     return _chunks(key, text, tokenizer.tokenize([text])[0], max_tokens - tokenizer.special_tokens, overlap)
 
 
 def chunk_messages(items: list[tuple[str, str]], embedder: Embedder, overlap: int = 32) -> list[Chunk]:
     """The chunks of many ``(message key, text)`` pairs in order, tokenised in one batch."""
-    tokens = embedder.tokenize([text for _, text in items])
-    budget = embedder.max_tokens - embedder.special_tokens
+    tokenizer = embedder.tokenizer
+    tokens = tokenizer.tokenize([text for _, text in items])
+    budget = embedder.max_tokens - tokenizer.special_tokens
     return [chunk for (key, text), toks in zip(items, tokens) for chunk in _chunks(key, text, toks, budget, overlap)]
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,16 +21,17 @@ import numpy as np
 
 from .chunking import chunk_messages
 from ..crashpoints import crashpoint
-from ..embedders import Embedder, call_with_retries, is_transient
-from ..errors import SparkyError
+from ..embedders import (BadOutput, Embedder, Failure, FatalEmbedError, RetryPolicy, RetryStopped, call_with_retries,
+                         check_output, describe)
+from ..errors import SparkyError, TransientStoreError
 
-from .locking import FileLock
+from ..locking import FileLock
 from ..models import Conversation, Message
 from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
 from ..readers import ExportReader
 from .scan import ExportScan, ScanInterrupted, scan_export
 from .select import Selector
-from ..stores import MessageRecord, Store, redact
+from ..stores import MessageRecord, Store
 
 CHECKPOINT_EVERY_BATCHES = 5
 MAX_FAILED_BATCHES_IN_A_ROW = 3
@@ -47,6 +48,7 @@ class Display(Protocol):
     def conversation_completed(self) -> None: ...
     def batch_stored(self, stored: int, failed: int) -> None: ...
     def finish(self) -> None: ...
+    def stopping(self, immediate: bool) -> None: ...
 
 
 class Interrupted(Exception):
@@ -75,7 +77,7 @@ class BatchOutcome:
 
     records: list[MessageRecord] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # key -> error
-    transient_failure: bool = False
+    transient_failure: bool = False  # the embedder stayed down through every retry (not merely rate limited)
 
 
 @dataclass
@@ -99,11 +101,19 @@ class IngestResult:
 
 
 class StopRequest:
-    """First Ctrl+C / SIGTERM asks for a clean stop; a second Ctrl+C stops at once."""
+    """First Ctrl+C / SIGTERM asks for a clean stop after the batch in flight; a second Ctrl+C stops at once.
+
+    Install it as early as possible (the CLI does, before the model loads): a stop asked for at any
+    moment then ends the run with 130 and nothing half-written. ``event`` wakes retry waits at once."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.event = threading.Event()
+        self.display: Display | None = None
         self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,11 +122,15 @@ class StopRequest:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested and signum == signal.SIGINT:
-            os._exit(130)
-        self.requested = True
+        immediate = self.requested and signum == signal.SIGINT
+        if self.display is not None and (immediate or not self.requested):
+            self.display.stopping(immediate)
+        if immediate:
+            os._exit(130)  # every commit is one transaction: nothing is half-written
+        self.event.set()
 
 
 class Ingestion:
@@ -130,6 +144,8 @@ class Ingestion:
         embedder: Embedder,
         display: Display,
         batch_chunks: int = 256,
+        stop: StopRequest | None = None,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.reader = ExportReader(export)
         self.progress_path = progress_path
@@ -137,7 +153,9 @@ class Ingestion:
         self.embedder = embedder
         self.display = display
         self.batch_chunks = batch_chunks
-        self.stop = StopRequest()
+        self.stop = stop or StopRequest()
+        self.stop.display = display
+        self.retry = retry
         self.progress: dict = empty_progress()
         self.scan = ExportScan()
         self.stored: set[str] = set()
@@ -150,14 +168,17 @@ class Ingestion:
 
     def run(self) -> IngestResult:
         """Ingest everything not yet stored. Raises Interrupted after saving when asked to stop."""
-        with FileLock(self.progress_path, f"progress file {self.progress_path}"), FileLock(
-            self.store.url, f"memory store {redact(self.store.url)}"
-        ):
-            self.stop.install()
+        with FileLock(self.progress_path, f"progress file {self.progress_path}"), self.store.lock():
+            installed_here = not self.stop._previous
+            if installed_here:
+                self.stop.install()
             try:
+                if self.stop.requested:  # asked before anything started (e.g. while the model loaded)
+                    raise Interrupted()
                 return self._run_locked()
             finally:
-                self.stop.restore()
+                if installed_here:
+                    self.stop.restore()
 
     def _run_locked(self) -> IngestResult:
         remove_stale_temp_files(self.progress_path)
@@ -174,16 +195,26 @@ class Ingestion:
         self._begin_session(fingerprint)
         self._reconcile()
         save_progress(self.progress_path, self.progress)
-        interrupted = False
         try:
             if len(self.stored) < self.scan.total_messages:
                 self._embed_missing()
         except Interrupted:
-            interrupted = True
-        finally:
-            self.progress["sessions"][-1]["ended"] = datetime.now().isoformat()
+            pass
+        except BaseException:
+            self._final_checkpoint(first_error=True)
+            raise
+        self._final_checkpoint()
+        return self._result(interrupted=self.stop.requested)
+
+    def _final_checkpoint(self, first_error: bool = False) -> None:
+        """Save the progress file at the end of a session. When the run is already failing, a failure to
+        save (the same full disk, say) must not replace the first cause: the store holds the truth anyway."""
+        self.progress["sessions"][-1]["ended"] = datetime.now().isoformat()
+        try:
             self._checkpoint()
-        return self._result(interrupted)
+        except Exception:
+            if not first_error:
+                raise
 
     def _load_matching_progress(self, fingerprint: str) -> dict:
         progress = load_progress(self.progress_path) or empty_progress()
@@ -197,7 +228,7 @@ class Ingestion:
 
     def _begin_session(self, fingerprint: str) -> None:
         self.progress["export"] = {"path": os.path.abspath(self.reader.path), "fingerprint": fingerprint}
-        self.progress["store"] = redact(self.store.url)
+        self.progress["store"] = self.store.url  # the store's display URL: never a password
         self.progress["embedder"] = {"model": self.embedder.model, "dimensions": self.embedder.dimensions}
         self.progress["sessions"].append(
             {"started": datetime.now().isoformat(), "ended": None, "processed": 0, "seconds": 0.0}
@@ -224,19 +255,23 @@ class Ingestion:
             total_messages=self.scan.total_messages,
             done_messages=len(self.stored),
         )
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
-            in_flight: tuple[list[PendingMessage], Future] | None = None
-            # The next batch is parsed and chunked while the current one embeds; it is sent only after the
-            # current one is committed, so a kill never throws away more than one embedded batch.
-            for batch in self._batches(done_conversations):
-                if in_flight is not None:
-                    self._store_outcome(*in_flight)
-                    in_flight = None
-                if self.stop.requested:
-                    break  # the batch just built is dropped; it is the first one the next run embeds
-                in_flight = (batch, pool.submit(self._embed_batch, batch))
-            if in_flight is not None:
-                self._store_outcome(*in_flight)
+        workers = max(1, int(self.embedder.concurrency))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
+            # The next batch is parsed and chunked while ``workers`` batches embed; it is sent only when one
+            # of them is committed, so a kill never throws away more than ``workers`` embedded batches.
+            in_flight: dict[Future, list[PendingMessage]] = {}
+            try:
+                for batch in self._batches(done_conversations):
+                    while len(in_flight) >= workers:
+                        self._store_finished(in_flight)
+                    if self.stop.requested:
+                        break  # the batch just built is dropped; it is the first one the next run embeds
+                    in_flight[pool.submit(self._embed_batch, batch)] = batch
+                while in_flight:
+                    self._store_finished(in_flight)
+            except BaseException:
+                self.stop.event.set()  # the run is failing: workers waiting to retry give up at once
+                raise
         self.display.finish()
         if self.stop.requested:
             raise Interrupted()
@@ -295,34 +330,56 @@ class Ingestion:
         return outcome
 
     def _embed_group(self, group: list[PendingMessage], outcome: BatchOutcome) -> None:
+        """Embed ``group`` with retries; on a permanent error fail the one message it names, else split."""
         texts = [text for item in group for text in item.chunk_texts]
         try:
-            vectors = call_with_retries(lambda: self.embedder.embed(texts), is_transient=is_transient)
-        except Exception as exc:
-            if is_transient(exc):
-                outcome.transient_failure = True
-                outcome.failures.update({item.key: _describe(exc) for item in group})
-            elif len(group) == 1:
-                outcome.failures[group[0].key] = _describe(exc)
-            else:
-                middle = len(group) // 2
-                self._embed_group(group[:middle], outcome)
-                self._embed_group(group[middle:], outcome)
+            vectors = call_with_retries(
+                lambda: check_output(self.embedder.embed(texts), len(texts), self.embedder.dimensions),
+                self.embedder.classify, self.retry, self.stop.event)
+        except RetryStopped:
+            return  # left for the next run: nothing recorded
+        except Exception as error:
+            self._embed_failed(group, texts, error, self.embedder.classify(error), outcome)
             return
         crashpoint("after_embed", len(texts))
         offset = 0
         for item in group:
             count = len(item.chunk_texts)
             outcome.records.append(
-                MessageRecord(item.key, item.conversation, item.message, item.chunk_texts,
-                              np.asarray(vectors[offset : offset + count], dtype=np.float32))
+                MessageRecord(item.key, item.conversation, item.message, item.chunk_texts, vectors[offset : offset + count])
             )
             offset += count
 
-    def _store_outcome(self, batch: list[PendingMessage], future: Future) -> None:
-        outcome = self._wait(future)
+    def _embed_failed(self, group: list[PendingMessage], texts: list[str], error: Exception, failure: Failure,
+                      outcome: BatchOutcome) -> None:
+        if failure.kind == "fatal":
+            raise FatalEmbedError(f"the embedder cannot work: {failure.reason}; every stored message is kept")
+        reason = describe(error)
+        if failure.kind in ("transient", "rate_limited"):
+            outcome.transient_failure = outcome.transient_failure or failure.kind == "transient"
+            outcome.failures.update({item.key: reason for item in group})
+        elif len(group) == 1 or isinstance(error, BadOutput):
+            outcome.failures.update({item.key: reason for item in group})
+        elif failure.index is not None and 0 <= failure.index < len(texts):
+            culprit = _item_of_text(group, failure.index)
+            outcome.failures[group[culprit].key] = reason
+            self._embed_group(group[:culprit] + group[culprit + 1 :], outcome)
+        else:
+            middle = len(group) // 2
+            self._embed_group(group[:middle], outcome)
+            self._embed_group(group[middle:], outcome)
+
+    def _store_finished(self, in_flight: dict[Future, list[PendingMessage]]) -> None:
+        """Wait for at least one batch in flight (staying responsive to signals) and commit what finished."""
+        done: set[Future] = set()
+        while not done:
+            done, _ = wait(in_flight, timeout=0.2, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._store_outcome(in_flight.pop(future), future.result())
+
+    def _store_outcome(self, batch: list[PendingMessage], outcome: BatchOutcome) -> None:
         if outcome.records:
-            self.store.upsert(outcome.records)
+            call_with_retries(lambda: self.store.upsert(outcome.records), _store_failure, self.retry)
         for record in outcome.records:
             self.stored.add(record.key)
             self.progress["failed_messages"].pop(record.key, None)
@@ -339,14 +396,6 @@ class Ingestion:
         if self._failed_batches_in_a_row >= MAX_FAILED_BATCHES_IN_A_ROW:
             error = next(iter(outcome.failures.values()))
             raise EmbedderDown(f"the embedder keeps failing ({error}); progress is saved, run the same command later")
-
-    def _wait(self, future: Future) -> BatchOutcome:
-        """Wait for the worker while staying responsive to signals (handlers run on this thread)."""
-        while True:
-            try:
-                return future.result(timeout=0.2)
-            except FutureTimeout:
-                continue
 
     def _mark_conversation_if_done(self, conversation_id: str) -> None:
         keys = self.scan.conversation_keys.get(conversation_id, [])
@@ -369,5 +418,16 @@ class Ingestion:
         )
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+def _item_of_text(group: list[PendingMessage], index: int) -> int:
+    """The position in ``group`` of the message whose chunks include text number ``index`` of the batch."""
+    for position, item in enumerate(group):
+        index -= len(item.chunk_texts)
+        if index < 0:
+            return position
+    raise IndexError(index)
+
+
+def _store_failure(error: BaseException) -> Failure:
+    """Only a busy or briefly unreachable store is worth retrying; anything else stops the run."""
+    kind = "transient" if isinstance(error, TransientStoreError) else "fatal"
+    return Failure(kind, describe(error))

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, StoreError
-from .locking import FileLock
+from ..locking import FileLock
 from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
 from ..readers import ExportReader
 from .scan import scan_export
-from ..stores import Store, open_store, redact
+from ..stores import Store, open_store
 
 
 @dataclass
@@ -45,16 +45,12 @@ def open_matching_export(progress: dict[str, Any] | None, export: Path | None, p
 
 def open_existing_store(url: str) -> Store:
     """Open a store that must already exist (a rebuild never creates an empty one)."""
-    if "://" not in url and not Path(url).exists():
-        raise StoreError(f"{url}: no memory store here; name it with --db")
-    return open_store(url)
+    return open_store(url, create=False)
 
 
 def rebuild_progress(progress_path: Path, store: Store, export: Path | None) -> RebuildResult:
     """Write the progress file the store implies for the export, atomically, under the ingester's locks."""
-    with FileLock(progress_path, f"progress file {progress_path}"), FileLock(
-        store.url, f"memory store {redact(store.url)}"
-    ):
+    with FileLock(progress_path, f"progress file {progress_path}"), store.lock():
         remove_stale_temp_files(progress_path)
         try:
             progress = load_progress(progress_path)
@@ -74,7 +70,7 @@ def rebuild_progress(progress_path: Path, store: Store, export: Path | None) -> 
                    "failed": stats["current_session_failed"]}
         reconcile(progress, scan, stored, session, [tuple(item) for item in progress.get("failed_conversations") or []])
         progress["export"] = {"path": reader.display_path, "fingerprint": reader.fingerprint()}
-        progress["store"] = redact(store.url)
+        progress["store"] = store.url
         meta = store.stats()
         if meta.get("model"):
             progress["embedder"] = {"model": meta["model"], "dimensions": meta["dimensions"]}

@@ -7,15 +7,15 @@ always sees one whole checkpoint, even while an ingestion is running.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .estimate import Estimate, format_duration
+from .estimate import SESSION_HOURS, Estimate, format_duration
 from .progress import DEFAULT_NAME
 from ..stores import redact
+from ..words import plural
 
 RULE = "=" * 80
 FAILED_SHOWN = 5
@@ -107,21 +107,12 @@ def failure_groups(failed: dict[str, str]) -> list[FailureGroup]:
 
 
 def running_ingester(progress_path: Path) -> int | None:
-    """The pid of a live ingester holding this progress file, read from its lock file without locking."""
-    try:
-        text = Path(f"{progress_path}.lock").read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        return None
-    if not text.isdigit():
-        return None
-    pid = int(text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, run by another user
-    return pid
+    """The pid of the ingester holding this progress file now (0 when it left no pid), else None.
+
+    Asks the lock itself: a pid left in the lock file by a killed process may since belong to another."""
+    from ..locking import FileLock
+
+    return FileLock(progress_path, f"progress file {progress_path}").holder()
 
 
 def ingest_command_line(progress_path: Path, export_path: str | None) -> str:
@@ -158,7 +149,7 @@ def render_text(report: Report) -> str:
         "",
         "LAST SESSION:",
         f"Processed: {report.last_session['processed']:,}",
-        f" Skipped: {report.last_session['skipped']:,}",
+        f"Skipped: {report.last_session['skipped']:,}",
         f"Failed: {report.last_session['failed']:,}",
         RULE,
     ]
@@ -175,7 +166,7 @@ def _status_lines(report: Report) -> list[str]:
     if report.running_pid is not None:
         return [f"An ingestion is running (pid {report.running_pid}); figures are from its last checkpoint."]
     if report.complete:
-        return ["INGESTION COMPLETE!", f" You can delete: {report.progress_file}"]
+        return ["INGESTION COMPLETE!", f"You can delete: {report.progress_file}"]
     return [f"Resume with: {report.resume_command}"]
 
 
@@ -215,7 +206,7 @@ def estimate_lines(estimate: Estimate) -> list[str]:
             f"Based on: {estimate.basis_text()}",
             f"Throughput: {estimate.rate_low:,.1f}-{estimate.rate_high:,.1f} messages/second",
             f"Total estimated time: {format_duration(estimate.seconds_low)} - {format_duration(estimate.seconds_high)}",
-            f"Can be run in sessions: 1-2 hours each ({_session_count(estimate)})",
+            _session_line(estimate),
         ]
     if estimate.api_tokens is not None:
         lines.append(f"Tokens still to send to the embedding API: ~{estimate.api_tokens:,}")
@@ -224,10 +215,14 @@ def estimate_lines(estimate: Estimate) -> list[str]:
     return lines
 
 
-def _session_count(estimate: Estimate) -> str:
+def _session_line(estimate: Estimate) -> str:
+    """How the work splits into sessions of 1-2 hours; a job shorter than the shortest session is one."""
+    shortest, longest = SESSION_HOURS
+    if estimate.seconds_high <= shortest * 3600:
+        return f"Fits in one session (under {plural(shortest, 'hour')})."
     low, high = estimate.sessions_low, estimate.sessions_high
-    count = f"{low}" if low == high else f"{low}-{high}"
-    return f"{count} session{'' if count == '1' else 's'}"
+    count = plural(low, "session") if low == high else f"{low}-{high} sessions"
+    return f"Can be run in sessions: {shortest}-{longest} hours each ({count})"
 
 
 def _timestamp(value: object) -> str:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .locking import FileLock
+from ..locking import FileLock
 from .progress import load_progress
 from ..readers import ExportReader
 from .scan import scan_export
-from ..stores import Store, redact
+from ..stores import Store
 
 
 @dataclass
@@ -21,9 +21,7 @@ class ResetResult:
 
 def reset_export(export: Path | None, progress_path: Path, store: Store) -> ResetResult:
     """Delete the export's messages (by key, from the export and from the progress file) and the file."""
-    with FileLock(progress_path, f"progress file {progress_path}"), FileLock(
-        store.url, f"memory store {redact(store.url)}"
-    ):
+    with FileLock(progress_path, f"progress file {progress_path}"), store.lock():
         keys: set[str] = set()
         try:
             progress = load_progress(progress_path)

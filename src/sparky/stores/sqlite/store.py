@@ -120,7 +120,8 @@ class SQLiteStore(SearchQueries):
     The file (and so its WAL and shared-memory files, which SQLite creates with the file's mode) is made
     readable by its owner only: it holds a person's whole chat history. An existing file keeps its mode."""
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+    def __init__(self, path: str | Path, create: bool = True, busy_timeout: float = 30.0) -> None:
+        """``busy_timeout``: seconds a write waits for another writer before it is a TransientStoreError."""
         self.path = Path(path)
         self.url = str(self.path)
         if self.path.is_dir():
@@ -133,7 +134,7 @@ class SQLiteStore(SearchQueries):
             ensure_parent(self.path)
             _create_private(self.path)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")

@@ -178,3 +178,40 @@ def test_on_a_full_disk_the_store_error_is_reported_not_the_progress_file_error(
     with pytest.raises(StoreError, match="disk is full|database or disk is full"):
         run(tmp_path, sample_export, get_embedder("minilm"), batch_chunks=8)
     assert len(saves) >= 2
+
+
+class TwoAtOnce:
+    """An embedder that takes two batches in flight and proves it: its first call waits until a second call
+    has started (the wait's timeout only guards against a hang), which can only happen with two in flight."""
+
+    concurrency = 2
+
+    def __init__(self) -> None:
+        import threading
+
+        self.inner = get_embedder("minilm")
+        self.second_started = threading.Event()
+        self.lock = threading.Lock()
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            assert self.second_started.wait(timeout=300), "no second batch was sent while the first embedded"
+        else:
+            self.second_started.set()
+        with self.lock:  # the real model runs one batch at a time
+            return self.inner.embed(texts)
+
+
+def test_several_batches_are_in_flight_and_committed_as_they_arrive(tmp_path, sample_export):
+    embedder = TwoAtOnce()
+    result = run(tmp_path, sample_export, embedder, batch_chunks=16)
+    assert result.complete and embedder.second_started.is_set() and embedder.calls > 2
+    assert set(store_keys(tmp_path / "m.db")) == all_keys(sample_export)
+    assert store_health(tmp_path / "m.db")["messages_without_chunks"] == 0

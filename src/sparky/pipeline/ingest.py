@@ -2,7 +2,8 @@
 
 A message counts as ingested when its row and all its chunks with their vectors are committed in one
 transaction under its unique key. The progress file is reconciled with the store at start (the store
-wins), saved every few batches, on Ctrl+C / SIGTERM and at the end.
+wins) and rewritten whole then, on Ctrl+C / SIGTERM and at the end; every few batches in between, a
+checkpoint appends only what changed to its journal (see ``progress``), so it does not grow with what is done.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..errors import SparkyError, TransientStoreError
 
 from ..locking import FileLock
 from ..models import Conversation, Message
-from .progress import empty_progress, load_progress, reconcile, remove_stale_temp_files, save_progress
+from .progress import ProgressCheckpoint, empty_progress, load_progress, reconcile, remove_stale_temp_files
 from ..readers import ExportReader
 from .scan import ExportScan, ScanInterrupted, scan_export
 from .select import Selector
@@ -115,6 +116,10 @@ class StopRequest:
     def requested(self) -> bool:
         return self.event.is_set()
 
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
@@ -146,8 +151,9 @@ class Ingestion:
         batch_chunks: int = 256,
         stop: StopRequest | None = None,
         retry: RetryPolicy = RetryPolicy(),
+        reader: ExportReader | None = None,
     ) -> None:
-        self.reader = ExportReader(export)
+        self.reader = reader or ExportReader(export)
         self.progress_path = progress_path
         self.store = store
         self.embedder = embedder
@@ -162,6 +168,9 @@ class Ingestion:
         self.failed_conversations: list[tuple[str, str]] = []
         self.completed_conversations: set[str] = set()
         self.session = {"processed": 0, "skipped": 0, "failed": 0}
+        self.checkpoints: ProgressCheckpoint | None = None
+        self._new_keys: list[str] = []  # stored since the last checkpoint
+        self._new_conversations: list[str] = []  # completed since the last checkpoint
         self._batches_since_checkpoint = 0
         self._failed_batches_in_a_row = 0
         self._started = time.monotonic()
@@ -169,7 +178,7 @@ class Ingestion:
     def run(self) -> IngestResult:
         """Ingest everything not yet stored. Raises Interrupted after saving when asked to stop."""
         with FileLock(self.progress_path, f"progress file {self.progress_path}"), self.store.lock():
-            installed_here = not self.stop._previous
+            installed_here = not self.stop.installed
             if installed_here:
                 self.stop.install()
             try:
@@ -193,8 +202,8 @@ class Ingestion:
         self.stored = self.store.known(self.scan.all_keys())
         self.session["skipped"] = len(self.stored)  # already stored by an earlier run: never embedded again
         self._begin_session(fingerprint)
-        self._reconcile()
-        save_progress(self.progress_path, self.progress)
+        self.checkpoints = ProgressCheckpoint(self.progress_path, self.progress)
+        self._full_checkpoint()
         try:
             if len(self.stored) < self.scan.total_messages:
                 self._embed_missing()
@@ -211,7 +220,7 @@ class Ingestion:
         save (the same full disk, say) must not replace the first cause: the store holds the truth anyway."""
         self.progress["sessions"][-1]["ended"] = datetime.now().isoformat()
         try:
-            self._checkpoint()
+            self._full_checkpoint()
         except Exception:
             if not first_error:
                 raise
@@ -240,9 +249,20 @@ class Ingestion:
         self.progress["sessions"][-1]["processed"] = self.session["processed"]
         self.progress["sessions"][-1]["seconds"] = round(time.monotonic() - self._started, 3)
 
-    def _checkpoint(self) -> None:
+    def _full_checkpoint(self) -> None:
+        """At the session's start and end (a stop included): reconcile with the store, rewrite the whole file."""
         self._reconcile()
-        save_progress(self.progress_path, self.progress)
+        self.checkpoints.rewrite()
+        self._new_keys.clear()
+        self._new_conversations.clear()
+        self._batches_since_checkpoint = 0
+
+    def _checkpoint(self) -> None:
+        """Every few batches: append only what changed since the last checkpoint to the journal."""
+        self.checkpoints.append(self._new_keys, self._new_conversations, self.failed_conversations, self.session,
+                                round(time.monotonic() - self._started, 3))
+        self._new_keys.clear()
+        self._new_conversations.clear()
         self._batches_since_checkpoint = 0
 
     def _embed_missing(self) -> None:
@@ -381,6 +401,8 @@ class Ingestion:
         if outcome.records:
             call_with_retries(lambda: self.store.upsert(outcome.records), _store_failure, self.retry)
         for record in outcome.records:
+            if record.key not in self.stored:
+                self._new_keys.append(record.key)
             self.stored.add(record.key)
             self.progress["failed_messages"].pop(record.key, None)
         self.progress["failed_messages"].update(outcome.failures)
@@ -401,6 +423,7 @@ class Ingestion:
         keys = self.scan.conversation_keys.get(conversation_id, [])
         if conversation_id not in self.completed_conversations and all(key in self.stored for key in keys):
             self.completed_conversations.add(conversation_id)
+            self._new_conversations.append(conversation_id)
             self.display.conversation_completed()
 
     def _result(self, interrupted: bool) -> IngestResult:

@@ -2,13 +2,16 @@
 
 Set ``SPARKY_CRASH_AT="site:n"`` and the process kills itself with SIGKILL the n-th time it
 arrives at ``crashpoint("site")``. Sites: ``after_embed``, ``before_commit``, ``after_commit``,
-``progress_tmp_written``, ``before_replace``, ``after_replace``, ``schema``.
+``progress_tmp_written``, ``before_replace``, ``after_replace`` (a whole rewrite of the progress file: at a
+session's start, at its end and on a stop), ``journal_written`` (a checkpoint between those: its line is
+appended to the progress file's journal and fsynced), ``schema``.
 
 Set ``SPARKY_TRACE_FILE=path`` and every arrival at a site appends the line ``"<pid> <site>\\n"`` to that
 file (one ``O_APPEND`` write, so lines survive a SIGKILL and never interleave; ``after_embed`` adds the
 number of texts embedded, so tests can count re-work), plus ``"<pid> start"``
 when the pipeline's modules are first imported. The random-kill tests read it to learn where each kill
-landed. ``SPARKY_TRACE_PAUSE="site:seconds"`` (with a trace file) sleeps at that site after tracing it,
+landed. ``SPARKY_TRACE_PAUSE="site:seconds"`` (with a trace file) waits at that site after tracing it
+(a stop request ends the wait, as it ends every real wait),
 widening a window (e.g. the open transaction at ``before_commit``) so random kills land in it often.
 
 Set ``SPARKY_SQLITE_MAX_PAGES=n`` and the SQLite store caps its file at n pages (``PRAGMA
@@ -21,13 +24,19 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import threading
 
 _target = os.environ.get("SPARKY_CRASH_AT", "")
 _site, _, _count = _target.partition(":")
 _arrivals: dict[str, int] = {}
 _trace_file = os.environ.get("SPARKY_TRACE_FILE", "")
 _pause_site, _, _pause_seconds = os.environ.get("SPARKY_TRACE_PAUSE", "").partition(":")
+_wake = threading.Event()
+
+
+def wake() -> None:
+    """End a ``SPARKY_TRACE_PAUSE`` early: a stop request does, as it would end any real wait."""
+    _wake.set()
 
 
 def sqlite_page_limit() -> int | None:
@@ -53,7 +62,7 @@ def crashpoint(site: str, detail: object = None) -> None:
     if _trace_file:
         _trace(site, detail)
         if site == _pause_site:
-            time.sleep(float(_pause_seconds))
+            _wake.wait(float(_pause_seconds))
     if not _target or site != _site:
         return
     _arrivals[site] = _arrivals.get(site, 0) + 1

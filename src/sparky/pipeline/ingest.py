@@ -21,7 +21,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from .chunking import chunk_messages
-from ..crashpoints import crashpoint
+from ..crashpoints import crashpoint, wake
 from ..embedders import (BadOutput, Embedder, Failure, FatalEmbedError, RetryPolicy, RetryStopped, call_with_retries,
                          check_output, describe)
 from ..errors import SparkyError, TransientStoreError
@@ -136,6 +136,7 @@ class StopRequest:
         if immediate:
             os._exit(130)  # every commit is one transaction: nothing is half-written
         self.event.set()
+        wake()
 
 
 class Ingestion:

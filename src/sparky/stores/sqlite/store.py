@@ -21,6 +21,7 @@ from ...folders import ensure_parent
 from ...locking import FileLock
 from ..records import MessageRecord, Space
 from .search import SearchQueries
+from .vector_file import remove_vector_files
 
 _KEY_QUERY_SIZE = 500
 
@@ -289,7 +290,13 @@ class SQLiteStore(SearchQueries):
                 "DELETE FROM conversations WHERE id NOT IN (SELECT DISTINCT conversation FROM messages)"
             )
             self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'deletions'")
+        if removed:
+            self.remove_derived_files()
         return removed
+
+    def remove_derived_files(self) -> None:
+        """Delete the vector files derived from the store: stale after a delete, the next search writes them."""
+        remove_vector_files(self.path)
 
     def stats(self) -> dict:
         """Counts of what the store holds, and the embedder it was built with."""
@@ -351,9 +358,10 @@ def _is_fatal(exc: sqlite3.OperationalError) -> bool:
 
 def _readonly_schema_version(path: Path) -> int:
     """The file's SQLite ``user_version``, read without writing: opening a foreign file as a store would
-    turn it to WAL mode and add tables."""
+    turn it to WAL mode and add tables. (Not ``mode=ro``: a WAL store copied without its shared-memory
+    file, or left by a killed process, cannot be read that way, and its WAL may hold the version.)"""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with closing(sqlite3.connect(path)) as db:
             return db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a Sparky memory store ({exc})") from None

@@ -214,6 +214,8 @@ def test_copied_progress_file_and_store_work_with_the_export_elsewhere(tmp_path,
     other = tmp_path / "other-machine"
     (other / "state").mkdir(parents=True)
     shutil.copy(first / "progress.json", other / "state" / "copied_progress.json")
+    # killed, not stopped: its latest checkpoints are in the journal beside the file, copied with it
+    shutil.copy(first / "progress.json.journal", other / "state" / "copied_progress.json.journal")
     shutil.copy(first / "sparky_memory.db", other / "state" / "sparky_memory.db")
     shutil.copytree(first / "chat-history", other / "downloads" / "my-export")
     shutil.rmtree(first)  # the export path the progress file records is gone

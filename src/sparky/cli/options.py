@@ -16,6 +16,17 @@ from ..pipeline.progress import DEFAULT_NAME
 
 EXIT_INTERRUPTED = 130
 DEFAULT_DB_NAME = "sparky_memory.db"
+UNWRAPPED_WIDTH = 1_000_000  # a pipe or a file is never wrapped: paths and commands stay whole, for copying
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console on stdout (results) or stderr (progress, warnings): wrapped at a terminal's width,
+    and never wrapped when it is not a terminal."""
+    made = Console(stderr=stderr)
+    if not made.is_terminal:
+        made.soft_wrap = True
+        made.width = UNWRAPPED_WIDTH
+    return made
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -53,5 +64,3 @@ def db_option(command: Callable) -> Callable:
 def store_url(db: str | None, progress_file: Path) -> str:
     """The store the user named, or the default file beside the progress file."""
     return db or str(progress_file.parent / DEFAULT_DB_NAME)
-
-

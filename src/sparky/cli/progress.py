@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from .options import db_option, friendly_errors, progress_file_option, store_url
 from .reset import run_reset
 from ..errors import InputError
 from ..pipeline.progress import DEFAULT_NAME, load_progress
+from ..stores import redact, store_path
+from ..words import plural
 
 EXIT_NOT_STARTED = 1
 
@@ -38,15 +39,18 @@ def progress_command(estimate_time: bool, reset: bool, yes: bool, as_json: bool,
     url = store_url(db, progress_file)
     if reset:
         export = export or _recorded_export(progress_file)
-        run_reset(export, progress_file, url, yes, Console(stderr=True))
-        click.echo(f"Start again with: {_ingest_hint(progress_file, export)}", err=True)
+        if run_reset(export, progress_file, url, yes):
+            click.echo(f"Start again with: {_ingest_hint(progress_file, export)}")
         return
     if rebuild:
         _rebuild(progress_file, url, export)
     progress = _load(progress_file)
     if progress is None:
-        _not_started(progress_file, url, export, estimate_time, as_json)
-        sys.exit(EXIT_NOT_STARTED)
+        stored = _store_stats(url)
+        _without_progress_file(progress_file, url, stored, export, estimate_time, as_json)
+        if stored is None:
+            sys.exit(EXIT_NOT_STARTED)
+        return
     _print_report(progress_file, progress, export, estimate_time, as_json)
 
 
@@ -82,8 +86,24 @@ def _rebuild(progress_file: Path, url: str, export: Path | None) -> None:
                f"{result.total_messages:,} messages stored{lost}.", err=True)
 
 
-def _not_started(progress_file: Path, url: str, export: Path | None, estimate_time: bool, as_json: bool) -> None:
-    """Say how to start; with --estimate-time and --export, estimate the whole job by calibration."""
+def _store_stats(url: str) -> dict[str, Any] | None:
+    """What the store at ``url`` holds (opened without creating anything), or None when there is none."""
+    from ..search import open_for_search
+
+    path = store_path(url)
+    if path is None or not path.is_file():
+        return None
+    store = open_for_search(url)
+    try:
+        return store.stats()
+    finally:
+        store.close()
+
+
+def _without_progress_file(progress_file: Path, url: str, stored: dict[str, Any] | None, export: Path | None,
+                           estimate_time: bool, as_json: bool) -> None:
+    """Report what the store holds, or say how to start; with --estimate-time and --export, estimate the
+    whole job by calibration."""
     from ..pipeline.estimate import estimate_time as estimate
     from ..readers import ExportReader
     from ..pipeline.report import estimate_lines
@@ -91,17 +111,30 @@ def _not_started(progress_file: Path, url: str, export: Path | None, estimate_ti
     result = estimate(None, lambda: ExportReader(export)) if estimate_time and export else None
     if as_json:
         click.echo(json.dumps({"progress_file": str(progress_file), "exists": False,
+                               "store": redact(url) if stored else None, "store_holds": stored,
                                "start": _ingest_hint(progress_file, export),
+                               "rebuild": _rebuild_hint(progress_file, export) if stored else None,
                                "estimate": asdict(result) if result else None}, indent=2))
         return
-    lines = [f"No progress file at {progress_file}: no ingestion has started with it yet.",
-             f"Start one with: {_ingest_hint(progress_file, export)}"]
-    if "://" not in url and Path(url).exists():
-        lines.append(f"A memory store exists at {url}; if the progress file was lost, rebuild it: "
-                     f"{_rebuild_hint(progress_file, export)}")
+    lines = _store_lines(progress_file, url, stored, export) if stored else [
+        f"No progress file at {progress_file}: no ingestion has started with it yet.",
+        f"Start one with: {_ingest_hint(progress_file, export)}"]
     if result is not None:
         lines += ["", *estimate_lines(result)]
     click.echo("\n".join(lines))
+
+
+def _store_lines(progress_file: Path, url: str, stored: dict[str, Any], export: Path | None) -> list[str]:
+    """The report from the store alone: what it holds, and how to get a progress report back."""
+    model = f"{stored['model']} ({stored['dimensions']} dimensions)" if stored["model"] else "not recorded"
+    return [
+        f"No progress file at {progress_file} (a finished ingestion's can be deleted); reporting from the store.",
+        f"Memory store {redact(url)} holds {plural(stored['conversations'], 'conversation')}, "
+        f"{plural(stored['messages'], 'message')} in {plural(stored['chunks'], 'chunk')}.",
+        f"Embedder: {model}",
+        f"To see an export's progress, rebuild its progress file from the store (no re-embedding): "
+        f"{_rebuild_hint(progress_file, export)}",
+    ]
 
 
 def _recorded_export(progress_file: Path) -> Path | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import db_option, friendly_errors, progress_file_option, store_url
+from .options import console, db_option, friendly_errors, progress_file_option, store_url
 from ..search import MODES, Filters, Searcher, SearchResult, iso_date, open_for_search, parse_when, preload_embedder
 
 FORMATS = ("table", "json", "context")
@@ -71,7 +71,6 @@ def context_block(results: list[SearchResult]) -> str:
 
 def print_table(results: list[SearchResult], mode: str) -> None:
     """A rich table: rank, score, date, role, conversation and the snippet with the query terms marked."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -94,7 +93,7 @@ def print_table(results: list[SearchResult], mode: str) -> None:
             match.append(f"\n{item.role}: {_short(item.text)}", style="dim")
         table.add_row(str(number), f"{result.score:.4g}", _day(result.created_at), result.role,
                       Text(result.title), match)
-    Console().print(table)
+    console().print(table)
 
 
 def _day(epoch: float | None) -> str:

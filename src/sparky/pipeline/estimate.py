@@ -21,6 +21,7 @@ from ..embedders import DEFAULT_EMBEDDER, Embedder, embedder_for_model, get_embe
 from ..errors import InputError
 from ..readers import ExportReader
 from .select import Selector
+from ..words import plural
 
 MIN_SPREAD = 0.15
 CALIBRATION_SAMPLE = 64
@@ -53,8 +54,7 @@ class Estimate:
         if self.basis == "calibration":
             return (f"calibration on this machine: embedded {self.measured_messages:,} of the export's messages "
                     f"in {self.measured_seconds:.1f}s (no session has stored anything yet)")
-        plural = "" if self.measured_sessions == 1 else "s"
-        return (f"{self.measured_sessions} session{plural}: {self.measured_messages:,} messages in "
+        return (f"{plural(self.measured_sessions, 'session')}: {plural(self.measured_messages, 'message')} in "
                 f"{format_duration(self.measured_seconds)} of work")
 
 

@@ -17,6 +17,11 @@ How the faults are made:
   made unusable without privileges, by putting the progress file under a regular file.
 - A slow embedder: SPARKY_TRACE_PAUSE="after_embed:seconds" (crashpoints.py) makes every batch take that
   much longer, in the embedding worker, before the batch is handed back.
+
+No verdict depends on the machine's speed: a signal is sent once the phase trace (SPARKY_TRACE_FILE) shows the
+ingester at a named site, and what it did afterwards is read from that trace, not from a clock. Where the run
+must be held somewhere (in the model load, in a model call), it is held there for HOLD seconds, longer than the
+hang guard: a run that ends in time can only have been ended by the signal.
 """
 
 from __future__ import annotations
@@ -28,19 +33,44 @@ import resource
 import signal
 import sqlite3
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import generate_export, sparky_subprocess, store_health, store_keys
+from conftest import generate_export, sparky_subprocess, store_health, store_keys, wait_for_trace
 from sparky.readers import ExportReader
 from sparky.pipeline.scan import scan_export
 
 pytestmark = pytest.mark.slow
 
-SLOW_BATCH = 8.0  # seconds the slow embedder adds to every batch
-GRACE = 5.0  # the README's promise: a first Ctrl+C exits within the batch in flight plus this
+SLOW_BATCH = 4.0  # seconds the slow embedder adds to every batch
+HANG_GUARD = 300  # seconds a run may take before the test calls it hung
+HOLD = 600  # seconds a pause holds a run: longer than the hang guard
+# `sparky` whose model calls take HOLD seconds and cannot be cut short, as a real model call cannot. Each call
+# marks "embedding" in the trace and waits there (SPARKY_TRACE_PAUSE="embedding:...", which a stop request
+# ends), marks "embedding_on" once it has, then computes on for HOLD seconds.
+SLOW_MODEL = f"""
+import time
+import sparky.embedders as embedders
+from sparky.crashpoints import crashpoint
+
+class SlowModel:
+    def __init__(self, inner):
+        self.inner = inner
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def embed(self, texts):
+        crashpoint("embedding")
+        crashpoint("embedding_on")
+        time.sleep({HOLD})
+        return self.inner.embed(texts)
+
+real_get_embedder = embedders.get_embedder
+embedders.get_embedder = lambda name=embedders.DEFAULT_EMBEDDER: SlowModel(real_get_embedder(name))
+from sparky.cli import cli
+cli(prog_name="sparky")
+"""
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
 
 
@@ -58,8 +88,21 @@ def expected_keys(export) -> list[str]:
     return sorted(scan_export(ExportReader(export)).all_keys())
 
 
+@pytest.fixture(autouse=True)
+def reap():
+    """Kill what a failing test left running (a run held in a pause would outlive it by minutes)."""
+    yield
+    for process in Work.started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    Work.started.clear()
+
+
 class Work:
     """A folder with one ingestion's progress file, store and phase trace."""
+
+    started: list[subprocess.Popen] = []  # every run started by the current test
 
     def __init__(self, root: Path, progress: Path | None = None) -> None:
         self.root = root
@@ -67,30 +110,43 @@ class Work:
         self.db = root / "store.db"
         self.trace = root / "trace.txt"
 
-    def start(self, export: Path, env: dict | None = None, preexec_fn=None,
-              faults: str | None = None) -> subprocess.Popen:
+    def start(self, export: Path, env: dict | None = None, preexec_fn=None, faults: str | None = None,
+              script: str | None = None) -> subprocess.Popen:
+        """Start `sparky ingest` (with ``script``: that Python code, given the same arguments, instead)."""
         args = ["ingest", str(export), "--batch-size", "8", "--quiet", "--progress-file", str(self.progress),
                 "--db", str(self.db)]
-        return sparky_subprocess(args, cwd=self.root, env={"SPARKY_TRACE_FILE": str(self.trace), **(env or {})},
-                                 preexec_fn=preexec_fn, faults=faults)
+        env = {"SPARKY_TRACE_FILE": str(self.trace), **(env or {})}
+        if script is None:
+            process = sparky_subprocess(args, cwd=self.root, env=env, preexec_fn=preexec_fn, faults=faults)
+        else:
+            process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=self.root, env={**os.environ, **env},
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        Work.started.append(process)
+        return process
 
     def run(self, export: Path, env: dict | None = None, preexec_fn=None,
             faults: str | None = None) -> tuple[int, str]:
         process = self.start(export, env, preexec_fn, faults)
-        _, err = process.communicate(timeout=300)
+        _, err = finish(process)
         return process.returncode, err
 
-    def wait_for_trace(self, site: str, count: int = 1, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self.trace.read_text().split("\n") if self.trace.exists() else []
-            if sum(1 for line in lines if line.split()[1:2] == [site]) >= count:
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"the ingester never reached {site}")
+    def sites(self, pid: int) -> list[str]:
+        """The sites one process's trace shows it arrived at, in order."""
+        lines = self.trace.read_text().splitlines() if self.trace.exists() else []
+        return [parts[1] for parts in map(str.split, lines) if parts[0] == str(pid)]
 
     def keys(self) -> list[str]:
         return store_keys(self.db) if self.db.exists() else []
+
+
+def finish(process: subprocess.Popen) -> tuple[str, str]:
+    """Wait for a run to end (its stdout and stderr); one still running after HANG_GUARD is killed and fails."""
+    try:
+        return process.communicate(timeout=HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the ingester was still running after {HANG_GUARD}s: {err[-2000:]}")
 
 
 def one_error_line(err: str, *fragments: str) -> str:
@@ -121,7 +177,7 @@ def assert_intact(work: Work, expected: list[str], before: list[str] = ()) -> li
 
 def assert_next_run_completes(work: Work, export: Path, expected: list[str]) -> None:
     process = work.start(export)
-    out, err = process.communicate(timeout=300)
+    out, err = finish(process)
     assert process.returncode == 0, err
     assert "INGESTION COMPLETE!" in out  # the summary is a result: stdout
     assert work.keys() == expected
@@ -174,7 +230,8 @@ def _can_drop_capabilities(libc) -> bool:
 
 def test_disk_full_is_a_clear_error_and_the_next_run_completes(tmp_path, export, expected_keys):
     work = Work(tmp_path)
-    code, err = work.run(export, preexec_fn=limit_file_size(160 * 1024))
+    # about half of what this export's store and WAL need (schema 2 writes more pages per batch than 1 did)
+    code, err = work.run(export, preexec_fn=limit_file_size(500 * 1024))
     assert code == 2, err
     line = one_error_line(err, str(work.db))
     assert "disk is full" in line or "disk I/O error" in line, line
@@ -231,18 +288,22 @@ def test_progress_folder_becoming_read_only_mid_run_keeps_the_stored_work(tmp_pa
     folder = tmp_path / "progress"
     folder.mkdir()
     work = Work(tmp_path, progress=folder / "progress.json")
-    process = work.start(export, preexec_fn=unprivileged())
-    work.wait_for_trace("after_replace")  # the start-up checkpoint is written
-    folder.chmod(0o555)
+    # every checkpoint is held 3 s once written: the folder turns read-only while the start-up one is held
+    process = work.start(export, env={"SPARKY_TRACE_PAUSE": "after_replace:3"}, preexec_fn=unprivileged())
     try:
-        _, err = process.communicate(timeout=300)
+        wait_for_trace(work.trace, "after_replace", process=process)
+        folder.chmod(0o555)
+        assert "after_commit" not in work.sites(process.pid), "the folder turned read-only after the first batch"
+        _, err = finish(process)
     finally:
         folder.chmod(0o755)
     assert process.returncode == 2, err
     one_error_line(err, str(work.progress), "cannot write the progress file", "Permission denied")
     stored = assert_intact(work, expected_keys)
-    commits = sum(1 for line in work.trace.read_text().splitlines() if line == f"{process.pid} after_commit")
-    assert commits == 5 and 0 < len(stored) < len(expected_keys), "stopped at the checkpoint after five batches"
+    sites = work.sites(process.pid)
+    assert sites.count("after_replace") == 1, "only the start-up checkpoint was written"
+    assert sites.count("after_commit") == 5 and 0 < len(stored) < len(expected_keys), (
+        "stopped at the checkpoint after five batches")
     assert_next_run_completes(work, export, expected_keys)
 
 
@@ -254,67 +315,78 @@ def test_embedder_raising_at_random_then_a_clean_run_completes(tmp_path, export,
     poisoned = next(text for conversation in ExportReader(export).conversations()
                     for text in (m.text for m in conversation.messages) if len(text) > 40)
     for seed in (1, 2):
-        code, err = work.run(export, faults=f"transient=0.6,permanent={poisoned[:30]},seed={seed}")
-        assert code == 1, err
+        process = work.start(export, faults=f"transient=0.6,permanent={poisoned[:30]},seed={seed}")
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 1, err
         assert "Traceback" not in err
-        assert "FAILED MESSAGE(S)" in err or "the embedder keeps failing" in err, err
+        # the summary (stdout) counts the failed messages; an embedder that stays down is an error (stderr)
+        assert "INGESTION FINISHED WITH" in out or "the embedder keeps failing" in err, out + err
         stored = assert_intact(work, expected_keys)
         failed = set(json.loads(work.progress.read_text())["failed_messages"])
         assert failed and not failed & set(stored) and failed <= set(expected_keys)
     assert_next_run_completes(work, export, expected_keys)
 
 
-# --- signals during a slow batch -----------------------------------------------------------------------
-
-
-def slow_run(work: Work, export: Path) -> subprocess.Popen:
-    """An ingester whose batches take SLOW_BATCH seconds longer, stopped inside its first batch: the batch's
-    texts are embedded and it is not back yet."""
-    process = work.start(export, env={"SPARKY_TRACE_PAUSE": f"after_embed:{SLOW_BATCH}"})
-    work.wait_for_trace("after_embed")
-    return process
+# --- signals during a batch and during the model load ----------------------------------------------------
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stop_signal_during_a_slow_batch_exits_within_one_batch(tmp_path, export, expected_keys, sig):
+    """Every batch takes SLOW_BATCH seconds longer (until a stop request ends the wait); the signal comes once
+    the first one is embedded. The run stores the batch in flight and starts no other: read from the trace."""
     work = Work(tmp_path)
-    process = slow_run(work, export)
+    process = work.start(export, env={"SPARKY_TRACE_PAUSE": f"after_embed:{SLOW_BATCH}"})
+    wait_for_trace(work.trace, "after_embed", process=process)
     process.send_signal(sig)
-    sent = time.monotonic()
-    out, err = process.communicate(timeout=120)
-    waited = time.monotonic() - sent
+    committed_before = work.sites(process.pid).count("after_commit")  # read after the signal: never too low
+    out, err = finish(process)
     assert process.returncode == 130, err
-    assert waited <= SLOW_BATCH + 1.5 + GRACE, f"{waited:.1f}s: more than the batch in flight"
     assert "INGESTION PAUSED" in out and "Resume with the same command" in out and "Traceback" not in err
+    sites = work.sites(process.pid)
+    assert sites.count("after_embed") == sites.count("after_commit"), "an embedded batch was not stored"
+    assert sites.count("after_commit") <= committed_before + 1, f"batches went on after the stop: {sites}"
     stored = assert_intact(work, expected_keys)
-    assert stored, "the batch in flight is finished and stored"
+    assert 0 < len(stored) < len(expected_keys), "the batch in flight is finished and stored, and no more"
     assert sorted(json.loads(work.progress.read_text())["processed_messages"]) == stored
     assert_next_run_completes(work, export, expected_keys)
 
 
 def test_double_ctrl_c_stops_at_once_and_the_store_stays_consistent(tmp_path, export, expected_keys):
+    """The first batch's model call takes HOLD seconds and cannot be cut short (SLOW_MODEL): a first Ctrl+C
+    waits for it, so a run that ends within the hang guard was ended by the second Ctrl+C, at once."""
     work = Work(tmp_path)
-    process = slow_run(work, export)
+    process = work.start(export, env={"SPARKY_TRACE_PAUSE": f"embedding:{HOLD}"}, script=SLOW_MODEL)
+    wait_for_trace(work.trace, "embedding", process=process)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    wait_for_trace(work.trace, "embedding_on", process=process)  # the stop is recorded: it ended the pause
     process.send_signal(signal.SIGINT)
-    sent = time.monotonic()
-    _, err = process.communicate(timeout=60)
+    _, err = finish(process)
     assert process.returncode == 130, err
-    assert time.monotonic() - sent < 3, "a second Ctrl+C must not wait for the batch"
-    assert "Traceback" not in err
-    assert_intact(work, expected_keys)
+    assert "Stopped now" in err and "Traceback" not in err
+    assert "after_embed" not in work.sites(process.pid)
+    assert assert_intact(work, expected_keys) == [], "the batch in flight is dropped whole"
     assert_next_run_completes(work, export, expected_keys)
+
+
+def stop_while_the_model_loads(work: Work, export: Path, expected: list[str], sig: signal.Signals) -> None:
+    """Hold the run where the CLI is about to load the model (its signal handlers installed) for HOLD seconds,
+    which only a stop request cuts short, and stop it there: 130, nothing stored, and the next run completes."""
+    process = work.start(export, env={"SPARKY_TRACE_PAUSE": f"loading_model:{HOLD}"})
+    wait_for_trace(work.trace, "loading_model", process=process)
+    process.send_signal(sig)
+    _, err = finish(process)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert not {"after_embed", "before_commit", "after_commit"} & set(work.sites(process.pid))
+    assert assert_intact(work, expected) == [], "nothing is stored"
+    if work.progress.exists():
+        assert json.loads(work.progress.read_text(encoding="utf-8"))["processed_messages"] == []
+    assert_next_run_completes(work, export, expected)
 
 
 def test_ctrl_c_while_the_model_loads_exits_130(tmp_path, export, expected_keys):
-    work = Work(tmp_path)
-    process = work.start(export)
-    deadline = time.monotonic() + 60
-    while not work.db.exists() and time.monotonic() < deadline:  # the store is opened just before the model loads
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert "Traceback" not in err
-    assert process.returncode == 130, err
-    assert_next_run_completes(work, export, expected_keys)
+    stop_while_the_model_loads(Work(tmp_path), export, expected_keys, signal.SIGINT)
+
+
+def test_sigterm_while_the_model_loads_exits_130(tmp_path, export, expected_keys):
+    stop_while_the_model_loads(Work(tmp_path), export, expected_keys, signal.SIGTERM)

@@ -165,16 +165,16 @@ def test_on_a_full_disk_the_store_error_is_reported_not_the_progress_file_error(
     monkeypatch.setenv("SPARKY_SQLITE_MAX_PAGES", "40")
     monkeypatch.setattr("sparky.crashpoints.sqlite_page_limit", lambda: 40)
     monkeypatch.setattr("sparky.stores.sqlite.store.sqlite_page_limit", lambda: 40)
-    real_save = ingest_module.save_progress
+    real_rewrite = ingest_module.ProgressCheckpoint.rewrite
     saves = []
 
-    def save_then_fail(path, data):
-        saves.append(path)
+    def rewrite_then_fail(self, *args, **kwargs):
+        saves.append(1)
         if len(saves) > 1:  # the final checkpoint finds the disk full too
-            raise SparkyError(f"{path}: cannot write the progress file (No space left on device)")
-        real_save(path, data)
+            raise SparkyError("p.json: cannot write the progress file (No space left on device)")
+        return real_rewrite(self, *args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "save_progress", save_then_fail)
+    monkeypatch.setattr(ingest_module.ProgressCheckpoint, "rewrite", rewrite_then_fail)
     with pytest.raises(StoreError, match="disk is full|database or disk is full"):
         run(tmp_path, sample_export, get_embedder("minilm"), batch_chunks=8)
     assert len(saves) >= 2

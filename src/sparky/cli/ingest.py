@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -16,13 +17,18 @@ from ..pipeline.progress import DEFAULT_NAME
 from .options import EXIT_INTERRUPTED, console, db_option, friendly_errors, progress_file_option, store_url
 from .reset import run_reset
 
+if TYPE_CHECKING:
+    from ..embedders import Embedder
+    from ..readers import ExportReader
+    from ..stores import Store
+
 
 @click.command("ingest")
 @click.argument("export", type=click.Path(path_type=Path))
 @progress_file_option
 @db_option
-@click.option("--embedder", help="Embedding model, local and offline: minilm (default), minilm-fp32, "
-              "minilm-int8 or wordllama. A store keeps the one it was built with.")
+@click.option("--embedder", help="Embedding model: minilm (default), minilm-fp32, minilm-int8 or wordllama, all "
+              "local and offline; or openai (opt-in, sends the texts: see --model). A store keeps its model.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 4096),
               help="Chunks per embedding batch.")
 @click.option("--reset", is_flag=True, help="Forget this export's progress and stored messages, then start over.")
@@ -37,16 +43,25 @@ from .reset import run_reset
               help="Seconds of the first backoff; it doubles each retry, with full jitter.")
 @click.option("--max-retry-delay", default=60.0, show_default=True, type=click.FloatRange(0, 3600),
               help="The longest single wait between tries, whatever a service asks.")
+@click.option("--model", help="With --embedder openai: the model, e.g. text-embedding-3-small.")
+@click.option("--base-url", help="With --embedder openai: an OpenAI-compatible server (Ollama, vLLM, TEI...), "
+              "default https://api.openai.com/v1.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="With --embedder openai: the environment variable holding the key (the key is never shown).")
+@click.option("--dimensions", type=click.IntRange(1, 16384), help="With --embedder openai: ask for this width.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="With --embedder openai: requests in flight at most (lowered on rate limits).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems and the final summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every conversation as it is processed.")
 @click.pass_context
 @friendly_errors
 def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: str | None, embedder: str | None,
                    batch_size: int, reset: bool, yes: bool, export_format: str | None, include_do_not_remember: bool,
-                   retries: int, retry_delay: float, max_retry_delay: float, quiet: bool, verbose: bool) -> None:
+                   retries: int, retry_delay: float, max_retry_delay: float, model: str | None, base_url: str | None,
+                   api_key_env: str, dimensions: int | None, concurrency: int, quiet: bool, verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
     from ..crashpoints import crashpoint
-    from ..embedders import RetryPolicy, get_embedder, resolve_embedder
+    from ..embedders import RetryPolicy, resolve_embedder
     from ..folders import ensure_parent
     from ..pipeline.ingest import Ingestion, Interrupted, StopRequest
     from ..readers import ExportReader
@@ -74,10 +89,13 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
             except SparkyError as exc:
                 raise SparkyError(f"{store.url}: {exc}; ingest into another --db") from None
             crashpoint("loading_model")
-            model = get_embedder(name)
+            network = NetworkOptions(model, base_url, api_key_env, dimensions, concurrency)
+            embedder_ = _embedder(name, network)
+            if hasattr(embedder_, "bind_stop"):  # a network model: say what is sent where, and ask
+                _confirm_sending(embedder_, reader, store, yes, err)
             retry = RetryPolicy(attempts=retries, rate_limit_attempts=4 * retries, base_delay=retry_delay,
                                 max_delay=max_retry_delay)
-            ingestion = Ingestion(export, progress_file, store, model, display, batch_chunks=batch_size, stop=stop,
+            ingestion = Ingestion(export, progress_file, store, embedder_, display, batch_chunks=batch_size, stop=stop,
                                   retry=retry, reader=reader)
             try:
                 result = ingestion.run()
@@ -95,6 +113,50 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
         _exit_with_resume_hint(out, ctx, export, progress_file, db)
     if not result.complete:
         sys.exit(1)
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """What ``--embedder openai`` is told on the command line."""
+
+    model: str | None
+    base_url: str | None
+    api_key_env: str
+    dimensions: int | None
+    concurrency: int
+
+
+def _embedder(name: str, network: NetworkOptions) -> "Embedder":
+    """The local model called ``name``, or the OpenAI-compatible one (new, or the one a store recorded)."""
+    from ..embedders import OPENAI_EMBEDDER, get_embedder, is_recorded_openai, openai_embedder, \
+        openai_embedder_from_recorded
+
+    if name == OPENAI_EMBEDDER:
+        if not network.model:
+            raise click.UsageError("--embedder openai needs --model (e.g. text-embedding-3-small)")
+        return openai_embedder(network.model, network.base_url, api_key_env=network.api_key_env,
+                               dimensions=network.dimensions, concurrency=network.concurrency)
+    if is_recorded_openai(name):
+        return openai_embedder_from_recorded(name, api_key_env=network.api_key_env, concurrency=network.concurrency)
+    return get_embedder(name)
+
+
+def _confirm_sending(embedder: "Embedder", reader: "ExportReader", store: "Store", yes: bool, err: Console) -> None:
+    """Print what will be sent where (texts, tokens, cost), then ask on a terminal unless --yes; without a
+    terminal, --yes is required: nothing leaves the machine unless the user said so."""
+    from ..embedders.openai import plan_text
+    from ..pipeline.plan import texts_to_embed
+
+    texts = texts_to_embed(reader, store)
+    if not texts:
+        return  # nothing to send
+    err.print(escape(plan_text(embedder, len(texts), sum(embedder.count_tokens(texts)))))
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise SparkyError("nothing was sent: pass --yes to confirm sending these texts (no terminal to ask on)")
+    if not click.confirm("Send them?", default=False, err=True):
+        raise click.exceptions.Exit(0)
 
 
 def _readable_export(export: Path, export_format: str | None, include_do_not_remember: bool) -> "ExportReader":

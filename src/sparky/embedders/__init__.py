@@ -13,6 +13,12 @@
 A store records the model it was built with; ``resolve_embedder`` picks that model's embedder when none
 is named, so a store keeps working after the default changes.
 
+Opt-in, over the network: ``openai_embedder(model, base_url=...)`` (the ``openai`` extra) embeds with an
+OpenAI-compatible ``/embeddings`` endpoint (api.openai.com, Ollama, vLLM, ...). Its store records
+``openai:MODEL@URL`` (``openai_names``: no key, no credentials); ``resolve_embedder`` gives that recorded
+name back for such a store, and ``get_embedder`` accepts it (for queries). ``embedder_for_model`` stays
+None for it: it names only models that run on this machine.
+
 The protocols and error classes live in ``base``, the retry layer in ``retry``; ``testing`` ships a
 fault-injecting wrapper for tests (it is never applied by ``get_embedder``).
 """
@@ -22,15 +28,18 @@ from __future__ import annotations
 from ..errors import SparkyError
 from .base import (BadOutput, Embedder, Failure, FatalEmbedError, PermanentEmbedError, RateLimited, Tokenizer,
                    Tokens, TransientError, check_output, classify_common, describe)
+from .openai_names import is_recorded_openai, parse_recorded
 from .retry import RetryPolicy, RetryStopped, call_with_retries
 
 __all__ = ["BadOutput", "Embedder", "Failure", "FatalEmbedError", "PermanentEmbedError", "RateLimited",
            "RetryPolicy", "RetryStopped", "Tokenizer", "Tokens", "TransientError", "call_with_retries",
            "check_output", "classify_common", "describe", "get_embedder", "resolve_embedder", "recorded_model",
-           "embedder_for_model", "DEFAULT_EMBEDDER", "EMBEDDERS"]
+           "embedder_for_model", "DEFAULT_EMBEDDER", "EMBEDDERS", "OPENAI_EMBEDDER", "openai_embedder",
+           "openai_embedder_from_recorded", "is_recorded_openai", "parse_recorded"]
 DEFAULT_EMBEDDER = "minilm"
 # name -> runtime; the first name of each runtime is the one shown for a store built with it
 EMBEDDERS = {"minilm": "q8", "minilm-fp32": "fp32", "minilm-int8": "int8", "wordllama": "static", "minilm-q8": "q8"}
+OPENAI_EMBEDDER = "openai"  # network, opt-in: built by openai_embedder(model, ...), not get_embedder
 
 
 def recorded_model(name: str) -> str:
@@ -44,10 +53,13 @@ def recorded_model(name: str) -> str:
 def resolve_embedder(requested: str | None, store_model: str | None) -> str:
     """The embedder to use: the one requested, else the one the store was built with, else the default."""
     if requested is not None:
-        _runtime(requested)
+        if requested != OPENAI_EMBEDDER and not is_recorded_openai(requested):
+            _runtime(requested)
         return requested
     if store_model is None:
         return DEFAULT_EMBEDDER
+    if is_recorded_openai(store_model):
+        return store_model  # get_embedder builds it from the recorded name
     name = embedder_for_model(store_model)
     if name is None:
         raise SparkyError(f"the memory store was built with embedding model {store_model}, which this version "
@@ -67,7 +79,14 @@ def _runtime(name: str) -> str:
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
-    """The embedder called ``name``, loaded once per process."""
+    """The embedder called ``name``, loaded once per process. A recorded ``openai:MODEL@URL`` name builds
+    that OpenAI-compatible embedder (key from OPENAI_API_KEY; for queries: one request at a time)."""
+    if is_recorded_openai(name):
+        if name not in _LOADED:
+            _LOADED[name] = openai_embedder_from_recorded(name, concurrency=1)
+        return _LOADED[name]
+    if name == OPENAI_EMBEDDER:
+        raise SparkyError("the openai embedder needs a model: --embedder openai --model text-embedding-3-small")
     runtime = _runtime(name)
     if runtime not in _LOADED:
         from . import local
@@ -88,3 +107,26 @@ def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
 
 
 _LOADED: dict[str, Embedder] = {}
+
+
+def openai_embedder(model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+                    dimensions: int | None = None, concurrency: int = 4, max_tokens: int | None = None,
+                    timeout: float = 60.0) -> Embedder:
+    """An OpenAI-compatible embedder (``sparky.embedders.openai.OpenAIEmbedder``): ``model`` at ``base_url``
+    (default https://api.openai.com/v1), the key read from the environment variable ``api_key_env``.
+    Sends nothing when built: OpenAI's models' dimensions are known; another model's are learned from one
+    probe request (a fixed text, none of the user's data) when ``dimensions`` is first read."""
+    from .openai import OpenAIEmbedder
+
+    return OpenAIEmbedder(model, base_url=base_url, api_key_env=api_key_env, dimensions=dimensions,
+                          concurrency=concurrency, max_tokens=max_tokens, timeout=timeout)
+
+
+def openai_embedder_from_recorded(recorded: str, api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4,
+                                  max_tokens: int | None = None, timeout: float = 60.0) -> Embedder:
+    """The embedder of a store recorded as ``openai:MODEL@URL[;dimensions=N]`` (to resume or search it)."""
+    spec = parse_recorded(recorded)
+    if spec is None:
+        raise SparkyError(f"{recorded} is not an OpenAI-compatible model's recorded name")
+    return openai_embedder(spec.model, spec.base_url, api_key_env=api_key_env, dimensions=spec.dimensions,
+                           concurrency=concurrency, max_tokens=max_tokens, timeout=timeout)

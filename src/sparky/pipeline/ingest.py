@@ -162,6 +162,9 @@ class Ingestion:
         self.batch_chunks = batch_chunks
         self.stop = stop or StopRequest()
         self.stop.display = display
+        bind_stop = getattr(embedder, "bind_stop", None)
+        if bind_stop is not None:  # a network embedder: a stop also ends its own waits (rate limits)
+            bind_stop(self.stop.event)
         self.retry = retry
         self.progress: dict = empty_progress()
         self.scan = ExportScan()

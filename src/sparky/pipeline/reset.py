@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..locking import FileLock
-from .progress import load_progress
+from .progress import journal_path, load_progress
 from ..readers import ExportReader
 from .scan import scan_export
 from ..stores import Store
@@ -39,4 +39,5 @@ def reset_export(export: Path | None, progress_path: Path, store: Store) -> Rese
         removed = store.delete_keys(keys)
         existed = progress_path.exists()
         progress_path.unlink(missing_ok=True)
+        journal_path(progress_path).unlink(missing_ok=True)
         return ResetResult(removed, existed)

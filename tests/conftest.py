@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,5 +113,29 @@ def store_health(db_path: Path) -> dict:
         }
 
 
+def wait_for_trace(trace_file: Path, site: str, count: int = 1, process: subprocess.Popen | None = None,
+                   timeout: float = 300) -> None:
+    """Wait until ``trace_file`` (SPARKY_TRACE_FILE, see src/sparky/crashpoints.py) records ``count`` arrivals
+    at ``site``, counting only ``process``'s lines when it is given (and failing at once if it ends first).
+    The timeout only guards against a hang: a test must never pass or fail on how fast the site came."""
+    deadline = time.monotonic() + timeout
+    pid = None if process is None else str(process.pid)
+    while True:
+        ended = process is not None and process.poll() is not None  # before reading: its last lines are in
+        lines = [line.split() for line in (trace_file.read_text().splitlines() if trace_file.exists() else [])]
+        if sum(1 for parts in lines if parts[1:2] == [site] and pid in (None, parts[0])) >= count:
+            return
+        if ended:
+            raise AssertionError(f"the process ended (exit {process.returncode}) before arriving at {site} {count}x")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {count} arrival(s) at {site} in {timeout:.0f}s: the ingester hangs")
+        time.sleep(0.01)
+
+
 def read_progress(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """What the progress file says: the file with its journal of checkpoints replayed, as every reader sees it."""
+    from sparky.pipeline.progress import load_progress
+
+    progress = load_progress(path)
+    assert progress is not None, f"no progress file at {path}"
+    return progress

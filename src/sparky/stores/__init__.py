@@ -70,7 +70,12 @@ def open_store(url: str, create: bool = True) -> Store:
     if path is None:
         scheme = url.split(":", 1)[0].lower()
         if scheme in ("postgres", "postgresql"):
-            raise StoreError(f"{redact(url)}: the PostgreSQL store is not available in this version")
+            try:
+                from .postgres import PostgresStore
+            except ImportError:
+                raise StoreError(f"{redact(url)}: the PostgreSQL store needs its drivers: "
+                                 "pip install 'sparky-memory[postgres]'") from None
+            return PostgresStore(url, create=create)
         raise StoreError(f"{redact(url)}: unknown kind of store {scheme!r}; give a file path or sqlite:///path")
     from .sqlite import SQLiteStore
 

@@ -1,0 +1,359 @@
+"""The PostgreSQL store (pgvector): connection, schema and migrations, writes and the ingester's lock.
+
+The same contract as the SQLite store: a unique message key, one transaction per ``upsert`` (a known key
+is left alone), the embedding model and its dimensions recorded once and checked, embedding spaces in a
+``spaces`` table with vectors keyed by space. Writes are a handful of statements per batch, whatever its
+size: conversations, messages and chunks as multi-row ``INSERT … SELECT FROM unnest(…)``, vectors as one
+binary ``COPY``.
+
+Supabase: the pgvector extension may live in schema ``extensions`` (every use of it is qualified). Search
+works through the transaction pooler (port 6543): nothing relies on session state outside a transaction
+and nothing is prepared server-side. An ingestion needs the direct connection (or the session pooler):
+``lock()`` holds a session-level advisory lock on a connection of its own, which a transaction pooler
+does not keep.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import numpy as np
+import psycopg
+
+from ...crashpoints import crashpoint
+from ...errors import LockedError, StoreError
+from .. import redact
+from ..records import MessageRecord, Space
+from . import schema
+from .connection import Connection, register_vector_type
+from .search import SearchQueries
+
+LOCK_CLASS = 0x53504B59  # "SPKY": the first key of every advisory lock the store takes
+_KEY_QUERY_SIZE = 5000
+
+
+class PostgresStore(SearchQueries):
+    """A store in a PostgreSQL database with pgvector; ``url`` is for display (never the password)."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        """``create=False`` opens an existing store only: a database without Sparky's tables is an error and
+        nothing is created in it."""
+        self.url = redact(url)
+        self.db = Connection(url)
+        self._space: tuple[int, int] | None = None  # the primary space's row and dimensions, once recorded
+        version = self._schema_version()
+        if version is None and not create:
+            raise StoreError(f"{self.url}: no memory store in this database; run `sparky ingest EXPORT` first "
+                             "(or pass --db)")
+        if version is not None and version > len(schema.MIGRATIONS):
+            raise StoreError(f"{self.url}: made by a newer Sparky (schema {version}); upgrade sparky")
+        if version is None or version < len(schema.MIGRATIONS):
+            self._migrate()
+        with self.db.statement() as cur:
+            vector_schema = schema.extension_schema(cur, "vector")
+            version = cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        self.iterative_scan = version is not None and _version(version[0]) >= (0, 8)
+        if vector_schema is None:
+            raise StoreError(f"{self.url}: the pgvector extension was removed from this database; "
+                             "ask an administrator to run: CREATE EXTENSION vector;")
+        self.vector_schema = vector_schema
+        self.db.use_vector_schema(vector_schema)
+
+    # schema
+
+    def _schema_version(self) -> int | None:
+        with self.db.statement() as cur:
+            row = cur.execute("SELECT to_regclass('sparky_schema') IS NOT NULL").fetchone()
+            if not row[0]:
+                return None
+            return cur.execute("SELECT coalesce(max(version), 0) FROM sparky_schema").fetchone()[0]
+
+    def _migrate(self) -> None:
+        """Apply each missing migration in the transaction that records it; a transaction-level advisory
+        lock keeps two processes opening a new store from migrating it twice."""
+        while True:
+            with self.db.transaction() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('schema:' || current_schema()))",
+                            (LOCK_CLASS,))
+                cur.execute("CREATE TABLE IF NOT EXISTS sparky_schema (version integer PRIMARY KEY,"
+                            " applied_at timestamptz NOT NULL DEFAULT now())")
+                version = cur.execute("SELECT coalesce(max(version), 0) FROM sparky_schema").fetchone()[0]
+                if version >= len(schema.MIGRATIONS):
+                    return
+                crashpoint("schema")
+                vector_schema = self._ensure_vector_extension(cur)
+                try:
+                    schema.MIGRATIONS[version](cur, vector_schema, _unaccent_schema(cur))
+                except psycopg.errors.DuplicateTable as exc:
+                    raise StoreError(f"{self.url}: this database holds other tables ({self.db.describe(exc)}); "
+                                     "not a Sparky memory store: use another database or schema") from None
+                cur.execute("INSERT INTO sparky_schema (version) VALUES (%s)", (version + 1,))
+
+    def _ensure_vector_extension(self, cur: psycopg.Cursor) -> str:
+        """The schema pgvector lives in, creating the extension when it is missing; a clear error with the
+        SQL an administrator should run when this role may not create it or the server lacks it."""
+        found = schema.extension_schema(cur, "vector")
+        if found is not None:
+            return found
+        try:
+            with cur.connection.transaction():  # a savepoint: the error is reported, not the aborted block
+                cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            database = cur.execute("SELECT current_database()").fetchone()[0]
+            raise StoreError(
+                f"{self.url}: the pgvector extension is not installed and cannot be created here "
+                f"({self.db.describe(exc)}); ask an administrator to run in database {database}: "
+                "CREATE EXTENSION vector;") from None
+        return schema.extension_schema(cur, "vector") or "public"
+
+    def meta(self) -> dict[str, str]:
+        with self.db.statement() as cur:
+            return dict(cur.execute("SELECT name, value FROM meta").fetchall())
+
+    def spaces(self) -> list[Space]:
+        """The embedding spaces the store holds vectors of, the primary (``meta``'s model) first."""
+        with self.db.statement() as cur:
+            return [Space(model, dimensions) for model, dimensions in
+                    cur.execute("SELECT model, dimensions FROM spaces ORDER BY id").fetchall()]
+
+    def ensure_schema(self, model: str, dimensions: int) -> None:
+        """Record the embedder (the primary embedding space, with its HNSW index) on first use; refuse one
+        of another model."""
+        meta = self.meta()
+        if "model" not in meta:
+            with self.db.transaction() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('schema:' || current_schema()))",
+                            (LOCK_CLASS,))
+                cur.execute("INSERT INTO meta (name, value) VALUES ('model', %s), ('dimensions', %s)"
+                            " ON CONFLICT (name) DO NOTHING", (model, str(dimensions)))
+                recorded = dict(cur.execute("SELECT name, value FROM meta WHERE name IN ('model', 'dimensions')"))
+                cur.execute("INSERT INTO spaces (model, dimensions) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                            (recorded["model"], int(recorded["dimensions"])))
+                space = cur.execute("SELECT id FROM spaces WHERE model = %s AND dimensions = %s",
+                                    (recorded["model"], int(recorded["dimensions"]))).fetchone()[0]
+                index = schema.space_index_sql(self.vector_schema, space, int(recorded["dimensions"]))
+                if index is not None:
+                    cur.execute(index)
+            meta = self.meta()
+        if meta["model"] != model or int(meta["dimensions"]) != dimensions:
+            raise StoreError(
+                f"{self.url}: built with embedding model {meta['model']} ({meta['dimensions']} dimensions), "
+                f"not {model} ({dimensions}); use another --db or the same --embedder"
+            )
+
+    def _primary_space(self, cur: psycopg.Cursor | None = None) -> tuple[int, int]:
+        """Row id and dimensions of the space ``ensure_schema`` recorded."""
+        if self._space is not None:
+            return self._space
+        query = ("SELECT s.id, s.dimensions FROM spaces s JOIN meta m ON m.name = 'model' AND m.value = s.model"
+                 " ORDER BY s.id LIMIT 1")
+        if cur is None:
+            with self.db.statement() as own:
+                row = own.execute(query).fetchone()
+        else:
+            row = cur.execute(query).fetchone()
+        if row is None:
+            raise StoreError(f"{self.url}: no embedding model recorded yet (ensure_schema first)")
+        self._space = (row[0], row[1])
+        return self._space
+
+    # writing
+
+    def lock(self) -> "AdvisoryLock":
+        """The ingester's exclusive lock on this store: a session advisory lock on a connection of its own,
+        held while the lock is; the server releases it when that connection ends (the process died).
+        Needs a direct connection (or a session pooler): behind a transaction pooler the lock would not stay
+        with the session."""
+        return AdvisoryLock(self.db, self.url)
+
+    def known(self, keys: Iterable[str]) -> set[str]:
+        """The subset of ``keys`` already stored."""
+        keys = list(keys)
+        found: set[str] = set()
+        with self.db.statement() as cur:
+            for start in range(0, len(keys), _KEY_QUERY_SIZE):
+                part = keys[start : start + _KEY_QUERY_SIZE]
+                found.update(row[0] for row in cur.execute(
+                    "SELECT key FROM messages WHERE key = ANY(%s::text[])", (part,)).fetchall())
+        return found
+
+    def upsert(self, records: list[MessageRecord]) -> int:
+        """Write the records in one transaction; keys already present are left alone. Returns rows added."""
+        if not records:
+            return 0
+        now = time.time()
+        with self.db.transaction() as cur:
+            space, dimensions = self._primary_space(cur)
+            conversation_rows = _upsert_conversations(cur, records)
+            first: dict[str, MessageRecord] = {}
+            for record in records:  # a key twice in one batch: the first is the one written
+                first.setdefault(record.key, record)
+            unique = list(first.values())
+            new = dict(cur.execute(
+                "INSERT INTO messages (key, conversation, message_id, role, created_at, position, text, ingested_at)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::float8[],"
+                " %s::integer[], %s::text[], %s::float8[]) ON CONFLICT (key) DO NOTHING RETURNING key, id",
+                _columns([(r.key, conversation_rows[(r.conversation.source, r.conversation.id)][0], r.message.id,
+                           r.message.role, _real(r.message.created_at), int(r.message.position), r.message.text, now)
+                          for r in unique], 8),
+            ).fetchall())
+            added = [record for record in unique if record.key in new]
+            vectors = []
+            for record in added:
+                array = np.ascontiguousarray(record.vectors, dtype=np.float32)
+                if array.shape != (len(record.chunk_texts), dimensions):
+                    raise StoreError(f"{self.url}: message {record.key} has {len(record.chunk_texts)} chunks "
+                                     f"but vectors of shape {array.shape} (nothing was written)")
+                vectors.append(array)
+            chunk_rows = [(new[record.key], index, text) for record in added
+                          for index, text in enumerate(record.chunk_texts)]
+            if chunk_rows:
+                ids = dict(((message, index), chunk) for chunk, message, index in cur.execute(
+                    "WITH added AS (INSERT INTO chunks (message, idx, text) SELECT * FROM unnest(%s::bigint[],"
+                    " %s::integer[], %s::text[]) RETURNING id, message, idx, tokens),"
+                    " totals AS (UPDATE keyword_totals SET chunks = chunks + (SELECT count(*) FROM added),"
+                    " tokens = tokens + (SELECT coalesce(sum(tokens), 0) FROM added))"
+                    " SELECT id, message, idx FROM added", _columns(chunk_rows, 3)).fetchall())
+                rows = []
+                for record, array in zip(added, vectors):
+                    conversation, conversation_date = conversation_rows[(record.conversation.source,
+                                                                         record.conversation.id)]
+                    date = _real(record.message.created_at if record.message.created_at is not None
+                                 else conversation_date)
+                    message = new[record.key]
+                    rows += [(space, ids[(message, index)], message, conversation, record.message.role,
+                              record.conversation.source, date, vector) for index, vector in enumerate(array)]
+                _copy_vectors(cur, rows)
+            crashpoint("before_commit")
+        crashpoint("after_commit")
+        return len(added)
+
+    def delete_keys(self, keys: Iterable[str]) -> int:
+        """Remove these messages with their chunks, vectors and keyword rows, in one transaction."""
+        keys = list(keys)
+        removed = 0
+        with self.db.transaction() as cur:
+            for start in range(0, len(keys), _KEY_QUERY_SIZE):
+                part = keys[start : start + _KEY_QUERY_SIZE]
+                cur.execute(
+                    "WITH gone AS (DELETE FROM chunks c USING messages m WHERE m.id = c.message"
+                    " AND m.key = ANY(%s::text[]) RETURNING c.tokens)"
+                    " UPDATE keyword_totals SET chunks = chunks - (SELECT count(*) FROM gone),"
+                    " tokens = tokens - (SELECT coalesce(sum(tokens), 0) FROM gone)", (part,))
+                removed += cur.execute("DELETE FROM messages WHERE key = ANY(%s::text[])", (part,)).rowcount
+            cur.execute("DELETE FROM conversations v WHERE NOT EXISTS"
+                        " (SELECT 1 FROM messages m WHERE m.conversation = v.id)")
+            cur.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE name = 'deletions'")
+        return removed
+
+    def stats(self) -> dict:
+        """Counts of what the store holds, and the embedder it was built with."""
+        with self.db.statement() as cur:
+            row = cur.execute("SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
+                              " (SELECT count(*) FROM chunks)").fetchone()
+        meta = self.meta()
+        return {
+            "conversations": row[0],
+            "messages": row[1],
+            "chunks": row[2],
+            "model": meta.get("model"),
+            "dimensions": int(meta["dimensions"]) if "dimensions" in meta else None,
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class AdvisoryLock:
+    """``pg_try_advisory_lock`` on a dedicated connection, held from ``__enter__`` to ``__exit__``."""
+
+    def __init__(self, db: Connection, url: str) -> None:
+        self.db = db
+        self.url = url
+        self._conn: psycopg.Connection | None = None
+
+    def __enter__(self) -> "AdvisoryLock":
+        conn = self.db.connect("sparky-lock")
+        try:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext('ingest:' || current_schema()))",
+                               (LOCK_CLASS,)).fetchone()[0]
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"{self.url}: cannot lock the memory store ({self.db.describe(exc)})") from None
+        if not got:
+            conn.close()
+            raise LockedError(f"memory store {self.url} is in use by another ingestion; "
+                              "wait for it to finish or stop it first")
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:  # closing the session releases the lock anyway
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext('ingest:' || current_schema()))",
+                             (LOCK_CLASS,))
+            except psycopg.Error:
+                pass
+            finally:
+                conn.close()
+
+
+def _unaccent_schema(cur: psycopg.Cursor) -> str | None:
+    """The schema of the ``unaccent`` extension, creating it when the server has it and this role may;
+    None when it cannot be had (keywords are then matched with their accents)."""
+    found = schema.extension_schema(cur, "unaccent")
+    if found is not None:
+        return found
+    available = cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'unaccent'").fetchone()
+    if available is None:
+        return None
+    try:
+        with cur.connection.transaction():
+            cur.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+    except psycopg.Error:
+        return None
+    return schema.extension_schema(cur, "unaccent")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def _real(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows as column lists, for ``unnest`` over array parameters (one statement for any number of rows)."""
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+def _upsert_conversations(cur: psycopg.Cursor, records: list[MessageRecord]
+                          ) -> dict[tuple[str, str], tuple[int, float | None]]:
+    """Insert the records' conversations, or update the title and date of those stored; their rows and
+    stored creation dates (a stored conversation keeps its own)."""
+    latest = {(r.conversation.source, r.conversation.id): r.conversation for r in records}  # the last wins
+    rows = [(c.source, c.id, c.title, _real(c.created_at), _real(c.updated_at)) for c in latest.values()]
+    return {(source, conversation_id): (row, created_at) for row, source, conversation_id, created_at in cur.execute(
+        "INSERT INTO conversations (source, conversation_id, title, created_at, updated_at)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[])"
+        " ON CONFLICT (source, conversation_id) DO UPDATE SET title = excluded.title,"
+        " updated_at = excluded.updated_at RETURNING id, source, conversation_id, created_at",
+        _columns(rows, 5)).fetchall()}
+
+
+_VECTOR_COLUMNS = ("int4", "int8", "int8", "int8", "text", "text", "float8", "vector")
+
+
+def _copy_vectors(cur: psycopg.Cursor, rows: list[tuple]) -> None:
+    """The vectors with their filter fields in one binary COPY."""
+    with cur.copy("COPY vectors (space, chunk, message, conversation, role, source, created_at, embedding)"
+                  " FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(_VECTOR_COLUMNS))
+        for row in rows:
+            copy.write_row(row)
+
+
+__all__ = ["AdvisoryLock", "PostgresStore", "register_vector_type"]

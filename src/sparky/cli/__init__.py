@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .copy import copy_command
 from .ingest import ingest_command
 from .progress import progress_command
 from .reset import reset_command
@@ -16,5 +17,5 @@ def cli() -> None:
     """Sparky Memory: a private, searchable long-term memory from your AI chat history."""
 
 
-for command in (ingest_command, progress_command, search_command, reset_command):
+for command in (ingest_command, progress_command, search_command, reset_command, copy_command):
     cli.add_command(command)

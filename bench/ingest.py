@@ -5,8 +5,9 @@
 
 Full ingest (wall time, peak RSS), the embedder alone on the same chunks, a no-op resume, a resume after
 a SIGKILL at 50 %, warm hybrid search, recall@5 of the labelled queries with the generated messages as
-distractors (and the same for the fp32 model, whose full ingest is timed too), and peak RSS on a larger
-export.
+distractors (and the same for the fp32 model, whose full ingest is timed too), peak RSS on a larger
+export, and the bytes and seconds of the progress file's checkpoints at 1x and 10x (simulated through the
+pipeline's own checkpoint code, beside the old whole rewrite per checkpoint).
 Every ratio is measured side by side in this run, on this machine; phases are announced on stderr.
 """
 
@@ -32,6 +33,9 @@ from typing import NamedTuple
 
 from search_quality import SAMPLE, labelled_queries, measure_latency, quality, query_texts
 from sparky.embedders import EMBEDDERS, get_embedder
+from sparky.pipeline.ingest import CHECKPOINT_EVERY_BATCHES
+from sparky.pipeline.progress import ProgressCheckpoint, empty_progress, journal_path, reconcile, save_progress
+from sparky.pipeline.scan import ExportScan
 from sparky.search import Searcher, open_for_search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +242,92 @@ def growth_row(work: Path, args: argparse.Namespace, full_rss: float) -> Row:
             target("flat: ≤ 1.1 × full-ingest peak", rss <= 1.1 * full_rss))
 
 
+class Checkpoints(NamedTuple):
+    """The periodic checkpoints of one simulated run: bytes of the first and last, seconds of all of them."""
+
+    count: int
+    first_bytes: int
+    last_bytes: int
+    total_bytes: int  # the periodic checkpoints and the whole rewrites at the run's start and end
+    seconds: float  # the same
+
+
+def simulate_checkpoints(folder: Path, conversations: int, messages: int, per_checkpoint: int,
+                         journal: bool) -> Checkpoints:
+    """A run's checkpoints of a progress state of ``messages`` keys (64-hex sha256, as the pipeline's), through
+    the pipeline's code: ``ProgressCheckpoint`` (a journal line per checkpoint) when ``journal``, else the old
+    way, reconcile with the store and ``save_progress`` (the whole file) at every checkpoint."""
+    import hashlib
+
+    folder.mkdir(parents=True)
+    path = folder / "progress.json"
+    keys = [hashlib.sha256(f"message {number}".encode()).hexdigest() for number in range(messages)]
+    scan = ExportScan()
+    for index in range(conversations):  # in reading order, as an export is ingested
+        scan.conversation_keys[f"conversation-{index:06d}"] = keys[index * messages // conversations :
+                                                                   (index + 1) * messages // conversations]
+    conversation_of = {key: cid for cid, owned in scan.conversation_keys.items() for key in owned}
+    progress = empty_progress()
+    progress.update(export={"path": str(folder / "chat-history"), "fingerprint": "0" * 64},
+                    store=str(folder / DB), embedder={"model": "all-MiniLM-L6-v2", "dimensions": 384})
+    progress["sessions"].append({"started": "2025-01-15T14:30:22.123456", "ended": None, "processed": 0,
+                                 "seconds": 0.0})
+    stored: set[str] = set()
+    session = {"processed": 0, "skipped": 0, "failed": 0}
+    writes: list[int] = []
+    checkpoints = ProgressCheckpoint(path, progress)
+    start = time.perf_counter()
+    reconcile(progress, scan, stored, session)
+    checkpoints.rewrite()
+    seconds, rewrites = time.perf_counter() - start, path.stat().st_size
+    for offset in range(0, messages - per_checkpoint + 1, per_checkpoint):  # the last, partial one is the end's
+        new = keys[offset : offset + per_checkpoint]  # what the batches stored (the pipeline's work, untimed)
+        stored.update(new)
+        session["processed"] += len(new)
+        completed = [cid for cid in dict.fromkeys(conversation_of[key] for key in new)
+                     if all(key in stored for key in scan.conversation_keys[cid])]
+        before = journal_path(path).stat().st_size if journal_path(path).exists() else 0
+        start = time.perf_counter()
+        if journal:
+            checkpoints.append(new, completed, [], session, seconds)
+        else:
+            reconcile(progress, scan, stored, session)
+            save_progress(path, progress)
+        seconds += time.perf_counter() - start
+        writes.append(journal_path(path).stat().st_size - before if journal else path.stat().st_size)
+    stored.update(keys)
+    start = time.perf_counter()
+    reconcile(progress, scan, stored, session)
+    checkpoints.rewrite()
+    seconds += time.perf_counter() - start
+    rewrites += path.stat().st_size
+    shutil.rmtree(folder)
+    return Checkpoints(len(writes), writes[0] if writes else 0, writes[-1] if writes else 0, sum(writes) + rewrites,
+                       seconds)
+
+
+def checkpoint_row(work: Path, conversations: int, messages: int, per_batch: float, growth: int = 10) -> Row:
+    """Bytes per checkpoint and the seconds of all of a run's checkpoints, 1x and ``growth``x, journal vs
+    the old whole rewrite, measured side by side here."""
+    per_checkpoint = max(1, round(CHECKPOINT_EVERY_BATCHES * per_batch))
+    parts, flat = [], True
+    for factor in (1, growth):
+        phase(f"progress checkpoints of a {factor}x run, the journal and the old whole rewrite")
+        sizes = (conversations * factor, messages * factor, per_checkpoint)
+        new = simulate_checkpoints(work / f"checkpoints-{factor}x-journal", *sizes, journal=True)
+        old = simulate_checkpoints(work / f"checkpoints-{factor}x-rewrite", *sizes, journal=False)
+        flat = flat and new.last_bytes <= 1.1 * new.first_bytes  # (0 ≤ 0 for a run too short for one)
+        parts.append(f"{factor}x ({messages * factor:,} messages, {new.count} checkpoints): "
+                     f"{new.first_bytes / 1e3:.1f} → {new.last_bytes / 1e3:.1f} kB per checkpoint, "
+                     f"{new.total_bytes / 1e6:.1f} MB and {new.seconds:.2f} s in all (whole rewrite each time, "
+                     f"as before: {old.first_bytes / 1e3:.1f} → {old.last_bytes / 1e3:.1f} kB, "
+                     f"{old.total_bytes / 1e6:.1f} MB and {old.seconds:.2f} s, {old.seconds / new.seconds:.1f}× "
+                     "longer)")
+    return (f"progress checkpoints (every {CHECKPOINT_EVERY_BATCHES} batches ≈ {per_checkpoint:,} messages; "
+            "bytes per checkpoint first → last, seconds of all a run's, start and end rewrites included)",
+            "; ".join(parts), target("bytes per checkpoint flat (last ≤ 1.1 × first)", flat))
+
+
 def machine(embedder: str) -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
@@ -297,6 +387,7 @@ def main() -> None:
         ]
         if args.growth > 1 and not args.skip_growth:
             rows.append(growth_row(work, args, full.rss))
+        rows.append(checkpoint_row(work, args.conversations, args.messages, args.batch_size * stored / chunks))
 
     print(f"\nSparky ingest benchmark: {machine(args.embedder)}; load average {load_at_start:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end\n")

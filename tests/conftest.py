@@ -95,8 +95,14 @@ def fts_consistent(db: sqlite3.Connection) -> bool:
 
 
 def store_health(db_path: Path) -> dict:
-    """Integrity facts a consistent store must satisfy."""
+    """Integrity facts a consistent store must satisfy (a store killed before its schema 2 migration
+    committed holds schema 1 tables, whose chunks carry their own vectors)."""
     with sqlite3.connect(db_path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        vectors_check = (
+            "SELECT count(*) FROM chunks c WHERE (SELECT count(*) FROM vectors v JOIN spaces s ON s.id = v.space"
+            " WHERE v.chunk = c.id AND length(v.vector) = s.dimensions * 4) != 1" if "vectors" in tables else
+            "SELECT count(*) FROM chunks WHERE length(vector) != 384 * 4")
         return {
             "fts_consistent": fts_consistent(db),
             "integrity": db.execute("PRAGMA integrity_check").fetchone()[0],
@@ -107,9 +113,7 @@ def store_health(db_path: Path) -> dict:
                 "SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = c.message)"
             ).fetchone()[0],
             "chunks": db.execute("SELECT count(*) FROM chunks").fetchone()[0],
-            "bad_vectors": db.execute(  # every chunk has exactly one vector of its space's width
-                "SELECT count(*) FROM chunks c WHERE (SELECT count(*) FROM vectors v JOIN spaces s ON s.id = v.space"
-                " WHERE v.chunk = c.id AND length(v.vector) = s.dimensions * 4) != 1").fetchone()[0],
+            "bad_vectors": db.execute(vectors_check).fetchone()[0],  # one vector of its space's width per chunk
         }
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from sparky.cli import cli
-from sparky.pipeline.estimate import estimate_time, format_duration, from_sessions, survey_remaining
+from sparky.embedders import DEFAULT_EMBEDDER, get_embedder
+from sparky.pipeline.estimate import (
+    CALIBRATION_SAMPLE, estimate_time, format_duration, from_sessions, survey_remaining,
+)
 from sparky.pipeline.progress import empty_progress
 from sparky.readers import ExportReader
 from sparky.pipeline.report import estimate_lines
@@ -104,13 +108,57 @@ def test_survey_samples_only_messages_not_yet_stored(sample_export):
     assert len(survey.sample) == 8 and not {key for key, _ in survey.sample} & done
 
 
+OWN_SAMPLE = 24  # messages the test times the model on itself
+
+
+class TimedEmbedder:
+    """Wraps an embedder and records (texts, seconds) of every ``embed`` call, timed around the call."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int, float]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def embed(self, texts: list[str]):
+        started = time.perf_counter()
+        vectors = self.inner.embed(texts)
+        self.calls.append((len(texts), time.perf_counter() - started))
+        return vectors
+
+
+def seconds_to_embed(texts: list[str]) -> float:
+    """The test's own timing of the default model embedding ``texts`` (after a warm-up call)."""
+    model = get_embedder(DEFAULT_EMBEDDER)
+    model.embed(texts[:8])
+    started = time.perf_counter()
+    model.embed(texts)
+    return time.perf_counter() - started
+
+
 def test_calibration_before_any_session_times_the_local_model(sample_export):
-    progress = progress_with(len(meaningful(sample_export)), 0, [{"processed": 0, "seconds": 2.0}])
-    estimate = estimate_time(progress, lambda: ExportReader(sample_export))
-    assert estimate.basis == "calibration" and estimate.measured_messages > 0 and estimate.measured_seconds > 0
-    assert estimate.rate_low == pytest.approx(0.7 * estimate.rate_high)
-    assert estimate.rate_high == pytest.approx(estimate.measured_messages / estimate.measured_seconds)
-    assert any("calibration on this machine" in line for line in estimate_lines(estimate))
+    messages = meaningful(sample_export)
+    assert len(messages) > CALIBRATION_SAMPLE, "the sample export is big enough to be sampled"
+    made: list[TimedEmbedder] = []
+    progress = progress_with(len(messages), 0, [{"processed": 0, "seconds": 2.0}])
+    estimate = estimate_time(progress, lambda: ExportReader(sample_export),
+                             embedder_factory=lambda name: made.append(TimedEmbedder(get_embedder(name))) or made[-1])
+    assert estimate.basis == "calibration" and estimate.remaining_messages == len(messages)
+    assert estimate.measured_messages == CALIBRATION_SAMPLE  # the sample size estimate.py says it embeds
+    # the seconds are those of a real call of the model, around it: the last call, embedding the whole sample
+    # (a chunk or more a message), after a warm-up
+    assert len(made) == 1 and len(made[0].calls) >= 2, "a warm-up call, then the timed one"
+    timed_texts, timed_seconds = made[0].calls[-1]
+    assert timed_texts >= CALIBRATION_SAMPLE
+    assert 0 < timed_seconds <= estimate.measured_seconds <= 2 * timed_seconds + 1
+    assert estimate.rate_low < estimate.rate_high and estimate.seconds_low < estimate.seconds_high
+    # in the ballpark of the test's own timing of the model on some of the messages (whole, not chunked),
+    # scaled to all of them, within a factor generous enough for a loaded machine
+    own = seconds_to_embed([text for _, text in messages[:OWN_SAMPLE]]) * len(messages) / OWN_SAMPLE
+    assert own / 10 <= estimate.seconds_low and estimate.seconds_high <= own * 10, (own, estimate)
+    assert any(line.startswith("Based on: calibration on this machine") and f"embedded {CALIBRATION_SAMPLE} " in line
+               for line in estimate_lines(estimate)), estimate_lines(estimate)
 
 
 def test_cli_without_a_progress_file_calibrates_on_the_named_export(tmp_path, sample_export):

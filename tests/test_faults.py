@@ -27,7 +27,6 @@ hang guard: a run that ends in time can only have been ended by the signal.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import resource
 import signal
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import generate_export, sparky_subprocess, store_health, store_keys, wait_for_trace
+from conftest import generate_export, read_progress, sparky_subprocess, store_health, store_keys, wait_for_trace
 from sparky.readers import ExportReader
 from sparky.pipeline.scan import scan_export
 
@@ -169,7 +168,7 @@ def assert_intact(work: Work, expected: list[str], before: list[str] = ()) -> li
     assert len(stored) == len(set(stored)) and set(stored) <= set(expected)
     assert set(before) <= set(stored), "finished work was lost"
     if work.progress.exists():
-        progress = json.loads(work.progress.read_text(encoding="utf-8"))
+        progress = read_progress(work.progress)
         assert set(progress["processed_messages"]) <= set(stored)
         assert not set(progress["failed_messages"]) & set(stored)
     return stored
@@ -322,7 +321,7 @@ def test_embedder_raising_at_random_then_a_clean_run_completes(tmp_path, export,
         # the summary (stdout) counts the failed messages; an embedder that stays down is an error (stderr)
         assert "INGESTION FINISHED WITH" in out or "the embedder keeps failing" in err, out + err
         stored = assert_intact(work, expected_keys)
-        failed = set(json.loads(work.progress.read_text())["failed_messages"])
+        failed = set(read_progress(work.progress)["failed_messages"])
         assert failed and not failed & set(stored) and failed <= set(expected_keys)
     assert_next_run_completes(work, export, expected_keys)
 
@@ -347,7 +346,7 @@ def test_stop_signal_during_a_slow_batch_exits_within_one_batch(tmp_path, export
     assert sites.count("after_commit") <= committed_before + 1, f"batches went on after the stop: {sites}"
     stored = assert_intact(work, expected_keys)
     assert 0 < len(stored) < len(expected_keys), "the batch in flight is finished and stored, and no more"
-    assert sorted(json.loads(work.progress.read_text())["processed_messages"]) == stored
+    assert sorted(read_progress(work.progress)["processed_messages"]) == stored
     assert_next_run_completes(work, export, expected_keys)
 
 
@@ -380,7 +379,7 @@ def stop_while_the_model_loads(work: Work, export: Path, expected: list[str], si
     assert not {"after_embed", "before_commit", "after_commit"} & set(work.sites(process.pid))
     assert assert_intact(work, expected) == [], "nothing is stored"
     if work.progress.exists():
-        assert json.loads(work.progress.read_text(encoding="utf-8"))["processed_messages"] == []
+        assert read_progress(work.progress)["processed_messages"] == []
     assert_next_run_completes(work, export, expected)
 
 

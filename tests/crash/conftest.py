@@ -3,12 +3,15 @@ processes, a thread watching the progress file, reading the phase trace, and the
 
 The phase trace is ``SPARKY_TRACE_FILE`` (see src/sparky/crashpoints.py): each process appends
 "<pid> <site> [detail]" lines at the crash sites, so a test knows where a kill landed and how many texts
-were embedded in all (the ``after_embed`` lines carry the count).
+were embedded in all (the ``after_embed`` lines carry the count). The clean run's trace also says which sites
+a run visits and how often, so kills can be aimed at them (SPARKY_CRASH_AT) instead of at moments in time.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -29,9 +32,7 @@ from sparky.pipeline.scan import scan_export
 BATCH = 8
 MESSAGES = 50
 RUN_TIMEOUT = 300
-# The random-kill runs widen the open-transaction window (see crashpoints.py); the reference run uses the
-# same setting so its duration is the one the kills are spread over.
-RANDOM_KILL_ENV = {"SPARKY_TRACE_PAUSE": "before_commit:0.15"}
+START = "start"  # traced when the pipeline's modules are imported; not a crash point: a kill there is a SIGKILL
 QUERIES = [
     "how do I rebuild a docker image", "sourdough starter feeding schedule", "kubernetes pod keeps restarting",
     "index fund versus bonds", "night train itinerary", "postgres query plan is slow", "pruning tomato plants",
@@ -98,12 +99,18 @@ class Reference:
     top10: dict[str, list[tuple[str, float]]]
     texts: int  # texts embedded by the clean run
     largest_batch: int  # the most texts one embedding call took
-    seconds: float  # wall time of the whole run, start-up included
-    startup: float  # wall time until the first progress checkpoint (imports, model, scan, reconciliation)
+    startup: Counter  # arrivals at each site up to the first progress checkpoint (after_replace) included
+    later: Counter  # arrivals at each site after it: batches, their checkpoints, the last checkpoint
 
-    def expected_seconds(self, stored: int) -> float:
-        """About how long a run lasts that starts with ``stored`` messages already in the store."""
-        return self.startup + (self.seconds - self.startup) * (1 - stored / len(self.keys))
+    def kill_target(self, rng: random.Random, stored: int) -> tuple[str, int]:
+        """A random site a run visits and a random arrival there, for a run that starts with ``stored`` messages
+        in the store: the site uniformly (every phase as often), the arrival uniformly over those a clean run
+        makes at start-up plus its later ones in proportion to what is left (a run may make fewer, and then
+        outlives its kill)."""
+        sites = sorted(site for site in self.startup + self.later if site != "schema" or not stored)
+        site = rng.choice(sites)
+        left = 1 - stored / len(self.keys)
+        return site, rng.randint(1, max(1, self.startup[site] + math.ceil(self.later[site] * left)))
 
 
 @pytest.fixture(scope="session")
@@ -115,23 +122,19 @@ def crash_export(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory, crash_export) -> Reference:
     work = Workdir(tmp_path_factory.mktemp("clean"))
-    started = time.monotonic()
-    process = work.start(crash_export, env=RANDOM_KILL_ENV)
-    startup = None
-    while process.poll() is None:
-        if startup is None and any(line.endswith(" after_replace") for line in work.trace_lines()):
-            startup = time.monotonic() - started
-        time.sleep(0.01)
-    seconds = time.monotonic() - started
-    _, err = process.communicate()
+    process = work.start(crash_export)
+    _, err = process.communicate(timeout=RUN_TIMEOUT)
     assert process.returncode == 0, err
-    assert startup is not None
     keys = stored_keys(work.db)
     assert keys == sorted(scan_export(ExportReader(crash_export)).all_keys()) and len(keys) == MESSAGES
-    batches = [int(parts[1]) for parts in work.trace_of(process.pid) if parts[0] == "after_embed"]
+    trace = work.trace_of(process.pid)
+    batches = [int(parts[1]) for parts in trace if parts[0] == "after_embed"]
+    sites = [parts[0] for parts in trace]
+    first_checkpoint = sites.index("after_replace") + 1
     ranking = top10(work.db)
     assert all(len(hits) == 10 for hits in ranking.values())
-    return Reference(keys, ranking, sum(batches), max(batches), seconds, startup)
+    return Reference(keys, ranking, sum(batches), max(batches), Counter(sites[:first_checkpoint]),
+                     Counter(sites[first_checkpoint:]))
 
 
 def stored_keys(db: Path) -> list[str]:

@@ -62,3 +62,14 @@ class MessageRow:
     created_at: float | None
     position: int
     text: str
+
+
+def stats_of(counts: tuple[int, int, int], meta: dict[str, str]) -> dict:
+    """A store's ``stats()``: conversation, message and chunk counts, and the embedder it was built with."""
+    return {
+        "conversations": counts[0],
+        "messages": counts[1],
+        "chunks": counts[2],
+        "model": meta.get("model"),
+        "dimensions": int(meta["dimensions"]) if "dimensions" in meta else None,
+    }

@@ -24,7 +24,7 @@ import psycopg
 from ...crashpoints import crashpoint
 from ...errors import LockedError, StoreError
 from .. import redact
-from ..records import MessageRecord, Space
+from ..records import MessageRecord, Space, stats_of
 from . import schema
 from .connection import Connection, register_vector_type
 from .search import SearchQueries
@@ -252,14 +252,7 @@ class PostgresStore(SearchQueries):
         with self.db.statement() as cur:
             row = cur.execute("SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
                               " (SELECT count(*) FROM chunks)").fetchone()
-        meta = self.meta()
-        return {
-            "conversations": row[0],
-            "messages": row[1],
-            "chunks": row[2],
-            "model": meta.get("model"),
-            "dimensions": int(meta["dimensions"]) if "dimensions" in meta else None,
-        }
+        return stats_of(row, self.meta())
 
     def close(self) -> None:
         self.db.close()

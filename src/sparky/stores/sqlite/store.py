@@ -19,7 +19,7 @@ from ...crashpoints import crashpoint, sqlite_page_limit
 from ...errors import StoreError, TransientStoreError
 from ...folders import ensure_parent
 from ...locking import FileLock
-from ..records import MessageRecord, Space
+from ..records import MessageRecord, Space, stats_of
 from .search import SearchQueries
 from .vector_file import remove_vector_files
 
@@ -304,14 +304,7 @@ class SQLiteStore(SearchQueries):
             "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
             " (SELECT count(*) FROM chunks)"
         ).fetchone()
-        meta = self.meta()
-        return {
-            "conversations": row[0],
-            "messages": row[1],
-            "chunks": row[2],
-            "model": meta.get("model"),
-            "dimensions": int(meta["dimensions"]) if "dimensions" in meta else None,
-        }
+        return stats_of(row, self.meta())
 
     def close(self) -> None:
         self.db.close()

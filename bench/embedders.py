@@ -21,6 +21,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_description  # noqa: E402
+
 RUNTIMES = ("minilm-fp32", "minilm", "minilm-int8", "wordllama")  # the first is the reference for cosines
 WORDS = (
     "the a to and of in is it you that for on with this can be as are have not your or but if will i we "
@@ -89,7 +92,7 @@ def main() -> None:
     embedders = {name: get_embedder(name) for name in RUNTIMES}
     tokens = embedders["minilm-fp32"].count_tokens(texts)
     print(f"{len(texts)} texts, mean {np.mean([len(t.split()) for t in texts]):.0f} words, "
-          f"mean {np.mean(np.minimum(tokens, 256)):.0f} tokens after truncation to 256; {os.cpu_count()} CPUs")
+          f"mean {np.mean(np.minimum(tokens, 256)):.0f} tokens after truncation to 256; CPU: {cpu_description()}")
     # Batching models are swept over token budgets; the others (q8: one text per call; static) run as they are.
     settings = {name: budgets if getattr(embedder, "token_budget", 0) else [None] for name, embedder in embedders.items()}
     best: dict[tuple[str, int | None], float] = {}

@@ -31,6 +31,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import NamedTuple
 
+from machine import cpu_description
 from search_quality import SAMPLE, labelled_queries, measure_latency, quality, query_texts
 from sparky.embedders import EMBEDDERS, get_embedder
 from sparky.pipeline.ingest import CHECKPOINT_EVERY_BATCHES
@@ -329,10 +330,7 @@ def checkpoint_row(work: Path, conversations: int, messages: int, per_batch: flo
 
 
 def machine(embedder: str) -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-               platform.processor() or platform.machine())
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime "
+    return (f"{cpu_description()}, Python {platform.python_version()}, onnxruntime "
             f"{version('onnxruntime')}, embedder {embedder} ({get_embedder(embedder).model}), {date.today()}")
 
 

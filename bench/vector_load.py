@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_description  # noqa: E402
 from sparky.models import Conversation, Message
 from sparky.stores import MessageRecord
 from sparky.stores.sqlite import SQLiteStore
@@ -55,17 +57,6 @@ BATCH = 1000  # messages per upsert
 
 def phase(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def cpu() -> str:
-    """The CPU model and which of the vector instruction sets that matter here it has."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 "unknown CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", *sorted(f for f in flags if f.startswith("amx"))]
-    present = [flag for flag in wanted if flag in flags] or ["none of avx2/avx512f/avx512_vnni/avx_vnni/amx"]
-    return f"{model}; flags: {' '.join(present)}"
 
 
 def build(path: Path, chunks: int, dimensions: int) -> None:
@@ -149,7 +140,7 @@ def main() -> None:
         cold, _, read = measure(db, args.dimensions, args.repeats, lambda: build(db, args.added, args.dimensions))
         rows.append((f"cold after {args.added:,} chunks were added: map + append", cold, read))
         print(f"Vector load, {rows[0][2]:,} chunks x {args.dimensions} dimensions (median of {args.repeats} "
-              f"fresh processes)\nCPU: {cpu()}\n")
+              f"fresh processes)\nCPU: {cpu_description()}\n")
         print("| load | seconds | first search (s) | rows read from SQLite |\n|---|---:|---:|---:|")
         for name, (load, search), read in rows:
             print(f"| {name} | {load:.3f} | {search:.3f} | {read:,} |")

@@ -127,7 +127,8 @@ class SQLiteStore(SearchQueries):
         self.url = str(self.path)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder, not a database file")
-        if not create and self.path.exists() and _readonly_schema_version(self.path) == 0:
+        if not create and self.path.exists() and _readonly_schema_version(self.path) == 0 \
+                and not _unmigrated_store_of_ours(self.path):
             raise StoreError(f"{self.path}: not a Sparky memory store; run `sparky ingest EXPORT` first (or pass --db)")
         if not self.path.exists():
             if not create:
@@ -358,6 +359,18 @@ def _readonly_schema_version(path: Path) -> int:
             return db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a Sparky memory store ({exc})") from None
+
+
+def _unmigrated_store_of_ours(path: Path) -> bool:
+    """A WAL-mode file without a single table: a store whose first migration never reached the main file
+    (its process was killed, or the file was copied without its WAL). Another application's database has
+    tables; a file we did not make is not in WAL mode."""
+    with open(path, "rb") as file:
+        header = file.read(100)
+    if len(header) < 100 or header[18:20] != b"\x02\x02":
+        return False
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

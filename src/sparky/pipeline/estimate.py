@@ -4,8 +4,9 @@ From the sessions recorded in the progress file: messages per second of actual w
 ``processed`` over its ``seconds``, so pauses between sessions do not count), as a range from the
 slowest to the fastest session, never narrower than ±15% of the overall rate. Before any session has
 stored anything, a short calibration embeds a sample of the export's own not-yet-stored messages with
-the local embedder. For an API embedder the tokens still to send are estimated too (about 4 characters
-a token).
+the local embedder. For an API embedder the tokens still to send are counted too (exactly, with
+cl100k_base, for OpenAI's own models; an upper-bound estimate for others) and priced at the model's list
+price where one is known (api.openai.com).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Callable
 
 from .chunking import chunk_messages
 from ..embedders import DEFAULT_EMBEDDER, Embedder, embedder_for_model, get_embedder
+from ..embedders.openai_tokens import recorded_token_counter
+from ..embedders.pricing import recorded_cost
 from ..errors import InputError
 from ..readers import ExportReader
 from .select import Selector
@@ -27,7 +30,6 @@ MIN_SPREAD = 0.15
 CALIBRATION_SAMPLE = 64
 CALIBRATION_WARMUP = 8
 CALIBRATION_RANGE = (0.7, 1.0)  # the pipeline also reads, chunks and writes: at most the embedding rate
-CHARS_PER_TOKEN = 4
 SESSION_HOURS = (1, 2)
 
 
@@ -47,6 +49,8 @@ class Estimate:
     sessions_low: int | None = None
     sessions_high: int | None = None
     api_tokens: int | None = None
+    api_tokens_exact: bool = False
+    api_cost: float | None = None  # dollars at the list price; None when unknown (another host or model)
     note: str = ""
 
     def basis_text(self) -> str:
@@ -65,6 +69,7 @@ class Remaining:
     messages: int
     chars: int
     sample: list[tuple[str, str]]  # (key, text), a uniform random sample
+    tokens: int = 0  # by the counter the survey was given (0 without one)
 
 
 def working_sessions(sessions: list[dict[str, Any]]) -> list[tuple[int, float]]:
@@ -102,8 +107,10 @@ def from_sessions(sessions: list[dict[str, Any]], remaining: int) -> Estimate | 
     return plan(estimate, low, high)
 
 
-def survey_remaining(reader: ExportReader, done: set[str], sample_size: int = CALIBRATION_SAMPLE) -> Remaining:
-    """One streaming pass: the meaningful messages not in ``done``, their characters, and a sample."""
+def survey_remaining(reader: ExportReader, done: set[str], sample_size: int = CALIBRATION_SAMPLE,
+                     count_tokens: Callable[[list[str]], list[int]] | None = None) -> Remaining:
+    """One streaming pass: the meaningful messages not in ``done``, their characters (and tokens, with
+    ``count_tokens``), and a sample."""
     selector = Selector()
     rng = random.Random(0)
     remaining = Remaining(0, 0, [])
@@ -114,6 +121,8 @@ def survey_remaining(reader: ExportReader, done: set[str], sample_size: int = CA
                 continue
             remaining.messages += 1
             remaining.chars += len(message.text)
+            if count_tokens is not None:
+                remaining.tokens += count_tokens([message.text])[0]
             if len(remaining.sample) < sample_size:
                 remaining.sample.append((key, message.text))
             elif (slot := rng.randrange(remaining.messages)) < sample_size:
@@ -157,15 +166,18 @@ def estimate_time(
     if open_reader is None:
         fallback.note = "Name the export with --export to estimate the rest."
         return fallback
+    counter, exact = recorded_token_counter(model) if api and model else (None, False)
     try:
-        survey = survey_remaining(open_reader(), set(progress["processed_messages"]) if progress else set())
+        survey = survey_remaining(open_reader(), set(progress["processed_messages"]) if progress else set(),
+                                  count_tokens=counter)
     except InputError as exc:
         fallback.note = f"No estimate from the export: {exc}"
         return fallback
     remaining = survey.messages if remaining is None else remaining
     fallback.remaining_messages = remaining
     if api:
-        fallback.api_tokens = math.ceil(survey.chars / CHARS_PER_TOKEN)
+        fallback.api_tokens, fallback.api_tokens_exact = survey.tokens, exact
+        fallback.api_cost = recorded_cost(model or "", survey.tokens)
         if estimate is None:
             fallback.note = "The time is measured during the first session (an API embedder is not calibrated)."
         return fallback

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .estimate import SESSION_HOURS, Estimate, format_duration
+from ..embedders.pricing import format_cost
 from .progress import DEFAULT_NAME
 from ..stores import redact
 from ..words import plural
@@ -209,7 +210,10 @@ def estimate_lines(estimate: Estimate) -> list[str]:
             _session_line(estimate),
         ]
     if estimate.api_tokens is not None:
-        lines.append(f"Tokens still to send to the embedding API: ~{estimate.api_tokens:,}")
+        counted = "" if estimate.api_tokens_exact else "~"
+        lines.append(f"Tokens still to send to the embedding API: {counted}{estimate.api_tokens:,}")
+        lines.append(f"Cost still to pay at the list price: {format_cost(estimate.api_cost)}"
+                     + ("" if estimate.api_cost is not None else " (no list price for this model and host)"))
     if estimate.note:
         lines.append(estimate.note)
     return lines

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from machine import cpu_description
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +129,7 @@ def run_tier(name: str, export: Path, work: Path, args: argparse.Namespace) -> d
 
 
 def table(rows: list[dict], export_note: str, args: argparse.Namespace) -> str:
-    lines = [f"Export: {export_note}; model text-embedding-3-small (256 dimensions), {args.latency:g} s a request, "
+    lines = [f"CPU: {cpu_description()}", "", f"Export: {export_note}; model text-embedding-3-small (256 dimensions), {args.latency:g} s a request, "
              f"--concurrency {args.concurrency}, --batch-size {args.batch_size}; the server's budgets start with "
              f"{args.burst:g} s' worth.", "",
              "| limits | wall | of which before the first request | floor | wall ÷ floor | requests | 429s | retries "

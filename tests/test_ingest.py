@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,11 +175,17 @@ def test_reset_removes_this_exports_messages_and_progress(tmp_path, sample_expor
         expected_messages(sample_export))
 
 
-def test_progress_file_of_another_export_is_refused(tmp_path, sample_export, small_generated_export):
+def test_progress_file_of_another_export_follows_the_newer_one_and_the_store_keeps_both(
+        tmp_path, sample_export, small_generated_export):
     assert ingest(tmp_path, sample_export).exit_code == 0
     result = ingest(tmp_path, small_generated_export)
-    assert result.exit_code == 2
-    assert "belongs to another export" in result.output
+    assert result.exit_code == 0, result.output
+    assert f"The progress file followed {os.path.abspath(sample_export)} before" in result.output
+    progress = read_progress(tmp_path / "progress.json")
+    assert [entry["path"] for entry in progress["previous_exports"]] == [os.path.abspath(sample_export)]
+    expected = {key for key, _ in expected_messages(sample_export)} | {
+        key for key, _ in expected_messages(small_generated_export)}
+    assert set(store_keys(tmp_path / "sparky_memory.db")) == expected
 
 
 def test_missing_folders_for_the_progress_file_and_store_are_created(tmp_path, sample_export):

@@ -356,7 +356,8 @@ def test_missing_path(tmp_path):
 
 def test_directory_with_no_export(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(InputError, match="no conversations.json or conversations-000.json in this folder"):
+    with pytest.raises(InputError, match="no conversations.json or conversations-000.json in this folder; Sparky "
+                                         r"reads ChatGPT and Claude.ai exports \(the folder, its .zip, or "):
         ExportReader(tmp_path)
 
 

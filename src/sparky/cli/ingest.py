@@ -14,13 +14,17 @@ from rich.markup import escape
 
 from ..errors import SparkyError
 from ..pipeline.progress import DEFAULT_NAME
+from ..words import plural
 from .options import EXIT_INTERRUPTED, console, db_option, friendly_errors, progress_file_option, store_url
 from .reset import run_reset
+
+PRUNE_LISTED = 20
 
 if TYPE_CHECKING:
     from ..embedders import Embedder
     from ..readers import ExportReader
     from ..stores import Store
+    from ..stores.records import StoredConversation
 
 
 @click.command("ingest")
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 @click.option("--dimensions", type=click.IntRange(1, 16384), help="With --embedder openai: ask for this width.")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
               help="With --embedder openai: requests in flight at most (lowered on rate limits).")
+@click.option("--prune", is_flag=True, help="Remove the stored conversations this export no longer holds (they are "
+              "kept by default: a partial export never deletes memory); shows them and asks first (--yes skips).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems and the final summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every conversation as it is processed.")
 @click.pass_context
@@ -58,7 +64,8 @@ if TYPE_CHECKING:
 def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: str | None, embedder: str | None,
                    batch_size: int, reset: bool, yes: bool, export_format: str | None, include_do_not_remember: bool,
                    retries: int, retry_delay: float, max_retry_delay: float, model: str | None, base_url: str | None,
-                   api_key_env: str, dimensions: int | None, concurrency: int, quiet: bool, verbose: bool) -> None:
+                   api_key_env: str, dimensions: int | None, concurrency: int, prune: bool, quiet: bool,
+                   verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
     from ..crashpoints import crashpoint
     from ..embedders import RetryPolicy, resolve_embedder
@@ -96,7 +103,8 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
             retry = RetryPolicy(attempts=retries, rate_limit_attempts=4 * retries, base_delay=retry_delay,
                                 max_delay=max_retry_delay)
             ingestion = Ingestion(export, progress_file, store, embedder_, display, batch_chunks=batch_size, stop=stop,
-                                  retry=retry, reader=reader)
+                                  retry=retry, reader=reader,
+                                  prune=(lambda absent: _confirm_pruning(absent, yes, err)) if prune else None)
             try:
                 result = ingestion.run()
             except Interrupted:
@@ -157,6 +165,25 @@ def _confirm_sending(embedder: "Embedder", reader: "ExportReader", store: "Store
         raise SparkyError("nothing was sent: pass --yes to confirm sending these texts (no terminal to ask on)")
     if not click.confirm("Send them?", default=False, err=True):
         raise click.exceptions.Exit(0)
+
+
+def _confirm_pruning(absent: list[tuple[str, "StoredConversation"]], yes: bool, err: Console) -> bool:
+    """Show the stored conversations the export no longer holds, then ask on a terminal unless --yes; without
+    a terminal, --yes is required: nothing is deleted unless the user said so."""
+    messages = sum(conversation.messages for _, conversation in absent)
+    err.print(f"--prune removes {plural(len(absent), 'stored conversation')} ({plural(messages, 'message')}) this "
+              "export no longer holds:")
+    for source, conversation in absent[:PRUNE_LISTED]:
+        err.print(f"  {escape(conversation.title or '(untitled)')}  [dim]{source} {escape(conversation.conversation_id)}, "
+                  f"{plural(conversation.messages, 'message')}[/]")
+    if len(absent) > PRUNE_LISTED:
+        err.print(f"  ... and {len(absent) - PRUNE_LISTED:,} more")
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise SparkyError("nothing was pruned or ingested: pass --yes to confirm removing these conversations "
+                          "(no terminal to ask on)")
+    return click.confirm("Remove them?", default=False, err=True)
 
 
 def _readable_export(export: Path, export_format: str | None, include_do_not_remember: bool) -> "ExportReader":

@@ -29,6 +29,17 @@ def print_summary(console: Console, result: IngestResult, progress_file: Path, e
                   f"Meaningful messages: {result.total_messages:,}   Stored: {result.stored_messages:,}")
     console.print(f"This session: stored {result.processed:,}, skipped (already stored) {result.skipped:,}, "
                   f"failed {result.failed:,}")
+    versions = result.versions
+    if versions and (versions["changed"] or versions["superseded"] or versions["pruned"] or result.previous_export):
+        console.print(f"Messages: new {versions['new']:,}, changed {versions['changed']:,}, unchanged "
+                      f"{versions['unchanged']:,}; superseded {versions['superseded']:,} (kept, hidden from search: "
+                      f"--include-superseded), pruned {plural(versions['pruned'], 'conversation')}")
+    if versions.get("absent"):
+        console.print(f"Kept {plural(versions['absent'], 'stored conversation')} this export no longer holds "
+                      "(--prune removes them, after showing them).")
+    if result.previous_export:
+        console.print(f"The progress file followed {escape(result.previous_export)} before; it now follows this "
+                      "export (the store keeps the messages of both).")
     if not quiet and result.dropped:
         dropped = ", ".join(f"{name} {count:,}" for name, count in sorted(result.dropped.items()))
         console.print(f"Left out (not meaningful): {dropped}")

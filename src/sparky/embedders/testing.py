@@ -35,6 +35,7 @@ class FaultyEmbedder:
         self.rng = random.Random(int(options.get("seed", 0)))
         self.calls = 0
         self.injected = 0  # calls that failed on purpose
+        self.answered: list[str] = []  # every text the wrapped model embedded, in order
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -53,4 +54,6 @@ class FaultyEmbedder:
             if self.marker and self.marker in text:
                 raise PermanentEmbedError(index, f"contains the injected marker {self.marker!r}")
         self.injected -= 1
-        return self.inner.embed(texts)
+        vectors = self.inner.embed(texts)
+        self.answered += texts
+        return vectors

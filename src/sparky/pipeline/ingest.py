@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from ..readers import ExportReader
 from .scan import ExportScan, ScanInterrupted, scan_export
 from .select import Selector
 from ..stores import MessageRecord, Store
+from ..stores.records import StoredConversation
+from .versions import VersionPlan, plan_versions
 
 CHECKPOINT_EVERY_BATCHES = 5
 MAX_FAILED_BATCHES_IN_A_ROW = 3
@@ -95,6 +97,8 @@ class IngestResult:
     skipped_conversations: list[tuple[str, str]]
     dropped: dict[str, int]
     interrupted: bool = False
+    versions: dict[str, int] = field(default_factory=dict)  # new, changed, unchanged, superseded, pruned, absent
+    previous_export: str | None = None  # the export the progress file followed before this one
 
     @property
     def complete(self) -> bool:
@@ -153,8 +157,12 @@ class Ingestion:
         stop: StopRequest | None = None,
         retry: RetryPolicy = RetryPolicy(),
         reader: ExportReader | None = None,
+        prune: Callable[[list[tuple[str, StoredConversation]]], bool] | None = None,
     ) -> None:
+        """``prune``: remove the stored conversations the export no longer holds, when it returns True for
+        them (it is shown them first); None keeps them."""
         self.reader = reader or ExportReader(export)
+        self.prune = prune
         self.progress_path = progress_path
         self.store = store
         self.embedder = embedder
@@ -172,6 +180,9 @@ class Ingestion:
         self.failed_conversations: list[tuple[str, str]] = []
         self.completed_conversations: set[str] = set()
         self.session = {"processed": 0, "skipped": 0, "failed": 0}
+        self.versions = VersionPlan()
+        self.version_counts = dict.fromkeys(("new", "changed", "unchanged", "superseded", "pruned", "absent"), 0)
+        self.previous_export: str | None = None
         self.checkpoints: ProgressCheckpoint | None = None
         self._new_keys: list[str] = []  # stored since the last checkpoint
         self._new_conversations: list[str] = []  # completed since the last checkpoint
@@ -205,6 +216,7 @@ class Ingestion:
             raise Interrupted() from None
         self.stored = self.store.known(self.scan.all_keys())
         self.session["skipped"] = len(self.stored)  # already stored by an earlier run: never embedded again
+        self._plan_versions()
         self._begin_session(fingerprint)
         self.checkpoints = ProgressCheckpoint(self.progress_path, self.progress)
         self._full_checkpoint()
@@ -219,6 +231,30 @@ class Ingestion:
         self._final_checkpoint()
         return self._result(interrupted=self.stop.requested)
 
+    def _plan_versions(self) -> None:
+        """Count new, changed and unchanged messages; prune when asked; supersede what left complete branches."""
+        self.versions = plan_versions(self.scan, self.store, self.stored)
+        counts = self.version_counts
+        counts.update(new=len(self.versions.new), changed=len(self.versions.changed),
+                      unchanged=self.versions.unchanged, absent=len(self.versions.absent))
+        if self.versions.absent and self.prune is not None and self.prune(self.versions.absent):
+            by_source: dict[str, list[str]] = {}
+            for source, conversation in self.versions.absent:
+                by_source.setdefault(source, []).append(conversation.conversation_id)
+            for source, ids in by_source.items():
+                self.store.delete_keys(self.store.keys_of_conversations(source, ids))
+            counts["pruned"], counts["absent"] = len(self.versions.absent), 0
+        for conversation_id in list(self.versions.replaced):
+            if all(key in self.stored for key in self.scan.conversation_keys[conversation_id]):
+                self._supersede_replaced(conversation_id)
+
+    def _supersede_replaced(self, conversation_id: str) -> None:
+        """Mark the stored messages that left this conversation's branch superseded (its new ones are in)."""
+        keys = self.versions.replaced.pop(conversation_id, None)
+        if keys:
+            self.version_counts["superseded"] += call_with_retries(
+                lambda: self.store.supersede(keys), _store_failure, self.retry)
+
     def _final_checkpoint(self, first_error: bool = False) -> None:
         """Save the progress file at the end of a session. When the run is already failing, a failure to
         save (the same full disk, say) must not replace the first cause: the store holds the truth anyway."""
@@ -232,11 +268,12 @@ class Ingestion:
     def _load_matching_progress(self, fingerprint: str) -> dict:
         progress = load_progress(self.progress_path) or empty_progress()
         recorded = progress.get("export", {}).get("fingerprint")
-        if recorded and recorded != fingerprint:
-            raise SparkyError(
-                f"{self.progress_path}: belongs to another export ({progress['export'].get('path')}); "
-                "use --progress-file to keep a separate progress file for this one"
-            )
+        if recorded and recorded != fingerprint:  # a newer export: the file follows it, the store keeps both
+            self.previous_export = progress["export"].get("path")
+            fresh = empty_progress()
+            fresh["previous_exports"] = [*progress.get("previous_exports", []),
+                                         {**progress["export"], "sessions": len(progress["sessions"])}]
+            return fresh
         return progress
 
     def _begin_session(self, fingerprint: str) -> None:
@@ -252,6 +289,7 @@ class Ingestion:
         reconcile(self.progress, self.scan, self.stored, self.session, self.failed_conversations)
         self.progress["sessions"][-1]["processed"] = self.session["processed"]
         self.progress["sessions"][-1]["seconds"] = round(time.monotonic() - self._started, 3)
+        self.progress["sessions"][-1]["versions"] = dict(self.version_counts)
 
     def _full_checkpoint(self) -> None:
         """At the session's start and end (a stop included): reconcile with the store, rewrite the whole file."""
@@ -405,6 +443,8 @@ class Ingestion:
         if outcome.records:
             call_with_retries(lambda: self.store.upsert(outcome.records), _store_failure, self.retry)
         for record in outcome.records:
+            if record.key in self.versions.changed:
+                self.version_counts["superseded"] += 1
             if record.key not in self.stored:
                 self._new_keys.append(record.key)
             self.stored.add(record.key)
@@ -426,6 +466,7 @@ class Ingestion:
     def _mark_conversation_if_done(self, conversation_id: str) -> None:
         keys = self.scan.conversation_keys.get(conversation_id, [])
         if conversation_id not in self.completed_conversations and all(key in self.stored for key in keys):
+            self._supersede_replaced(conversation_id)
             self.completed_conversations.add(conversation_id)
             self._new_conversations.append(conversation_id)
             self.display.conversation_completed()
@@ -442,6 +483,8 @@ class Ingestion:
             skipped_conversations=self.scan.skipped_conversations,
             dropped=dict(self.scan.dropped),
             interrupted=interrupted,
+            versions=dict(self.version_counts),
+            previous_export=self.previous_export,
         )
 
 

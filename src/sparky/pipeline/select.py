@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from typing import Callable, Optional
 
 from ..models import Conversation, Message
@@ -86,6 +87,21 @@ def duplicate_in_conversation(message: Message, previous: Message | None) -> boo
 RULES: list[Rule] = [hidden, role_not_kept, empty, whitespace_only, trivially_short, duplicate_in_conversation]
 
 
+def unique_ids(messages: tuple[Message, ...]) -> list[Message]:
+    """The messages with ids unique in their conversation: a repeated id (a damaged export) gets a suffix,
+    so two messages are never taken for two versions of one."""
+    seen: set[str] = set()
+    unique = []
+    for message in messages:
+        identifier, copy = message.id, 1
+        while identifier in seen:
+            copy += 1
+            identifier = f"{message.id}#{copy}"
+        seen.add(identifier)
+        unique.append(message if identifier == message.id else replace(message, id=identifier))
+    return unique
+
+
 class Selector:
     """Keeps a conversation's meaningful messages; ``dropped`` counts, by rule name, what it left out."""
 
@@ -95,7 +111,7 @@ class Selector:
 
     def select(self, conversation: Conversation) -> list[Message]:
         kept: list[Message] = []
-        for message in conversation.messages:
+        for message in unique_ids(conversation.messages):
             previous = kept[-1] if kept else None
             rule = next((rule for rule in self.rules if rule(message, previous)), None)
             if rule is None:

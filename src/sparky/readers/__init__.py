@@ -58,6 +58,7 @@ FORMAT_KEYS = {"chatgpt": "mapping", "claude": "chat_messages"}
 READ_SIZE = 64 * 1024
 FINGERPRINT_SPAN = 64 * 1024
 PROBE_ITEMS = 10  # this many unrecognised items before any conversation: not an export
+READS = "Sparky reads ChatGPT and Claude.ai exports (the folder, its .zip, or conversations.json)"
 NOT_AN_EXPORT = {  # by the format asked for
     "chatgpt": "not a ChatGPT export (its items have no 'mapping')",
     "claude": "not a Claude export (its items have no 'chat_messages')",
@@ -229,7 +230,7 @@ def _in_folder(path: Path, display: str) -> _Layout:
     names = _folder_names(path)
     chosen = _choose(names)
     if not chosen:
-        raise InputError(f"{display}: no conversations.json or conversations-000.json in this folder")
+        raise InputError(f"{display}: no conversations.json or conversations-000.json in this folder; {READS}")
     def part(name: str) -> _Part:
         return _Part(os.path.join(display, name), name, path / name)
     return _layout([part(name) for name in chosen], [part(name) for name in _manifests(names, chosen)])
@@ -241,7 +242,7 @@ def _in_zip(path: Path, display: str) -> _Layout:
         members = {info.filename.replace("\\", "/"): info for info in archive.infolist() if not info.is_dir()}
     chosen = _choose(members)
     if not chosen:
-        raise InputError(f"{display}: no conversations.json or conversations-000.json in this zip archive")
+        raise InputError(f"{display}: no conversations.json or conversations-000.json in this zip archive; {READS}")
     def part(name: str) -> _Part:
         return _Part(f"{display}:{name}", name, path, members[name])
     return _layout([part(name) for name in chosen], [part(name) for name in _manifests(members, chosen)])
@@ -406,7 +407,8 @@ class ExportReader:
     kinds of nodes and blocks left out (thoughts, tool, hidden, thinking, tool_use, ...) and the
     conversations left out whole (do_not_remember, repeated_conversation), ``duplicate_ids`` lists (id, new
     id) of conversations renamed because their id was already used in the same file, ``repeated_ids`` lists
-    (id, file) of conversations skipped in a file because an earlier file held them. Each call of
+    (id, file) of conversations skipped in a file because an earlier file held them, ``withheld_ids`` the ids
+of the conversations left out as not to be remembered. Each call of
     ``conversations()`` starts these afresh.
 
     ``format`` ("chatgpt" or "claude") reads only that format's items (the others are skipped as not a
@@ -435,6 +437,7 @@ class ExportReader:
         self.content_counts: Counter[str] = Counter()
         self.duplicate_ids: list[tuple[str, str]] = []
         self.repeated_ids: list[tuple[str, str]] = []
+        self.withheld_ids: list[str] = []
 
     def fingerprint(self) -> str:
         """A stable, cheap sha256 of the export's files (names, sizes, and CRCs or first/last 64 KiB)."""
@@ -449,6 +452,7 @@ class ExportReader:
     def conversations(self) -> Iterator[Conversation]:
         """Every readable conversation, in export order; what is left out is recorded (see the class)."""
         self.skipped, self.content_counts, self.duplicate_ids, self.repeated_ids = [], Counter(), [], []
+        self.withheld_ids = []
         seen: dict[str, int] = {}
         origin: dict[str, int] = {}  # conversation id -> the number of the file it was read from
         index = -1
@@ -486,6 +490,7 @@ class ExportReader:
             if item.get("is_do_not_remember") is True and not self.include_do_not_remember:
                 origin[conversation_id] = number
                 self.content_counts["do_not_remember"] += 1
+                self.withheld_ids.append(conversation_id)
                 return None
             conversation = CONVERTERS[kind].convert(item, self.content_counts)
         except Exception as error:  # one odd conversation never stops a run, whatever its oddity

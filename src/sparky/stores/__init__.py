@@ -18,10 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import StoreError
-from .records import ChunkHit, MessageRecord, MessageRow, Space, StoreFilters
+from .records import ChunkHit, MessageRecord, MessageRow, Space, StoredConversation, StoreFilters
 
-__all__ = ["ChunkHit", "MessageRecord", "MessageRow", "Space", "Store", "StoreFilters", "open_store", "redact",
-           "store_path"]
+__all__ = ["ChunkHit", "MessageRecord", "MessageRow", "Space", "Store", "StoreFilters", "StoredConversation",
+           "open_store", "redact", "store_path"]
 
 
 class Store(Protocol):
@@ -29,10 +29,15 @@ class Store(Protocol):
 
     Writing: ``lock`` (one ingester per store; released when the process dies), ``ensure_schema`` (the
     only place that creates or migrates tables, each migration in the transaction that records it),
-    ``known``, ``upsert`` (one transaction per call), ``delete_keys``. A busy store or a dropped
+    ``known``, ``upsert`` (one transaction per call), ``delete_keys``; for re-imports ``current_versions``,
+    ``supersede``, ``stored_conversations`` and ``keys_of_conversations``. A message is its (source,
+    conversation, message id); a new text for it is a new key, and storing it supersedes the version stored
+    (kept, hidden from search unless ``StoreFilters.include_superseded``). A busy store or a dropped
     connection raises ``TransientStoreError``, any other failure ``StoreError``.
     Reading: ``meta`` (the recorded embedding space), ``stats`` and the search side, each answered by the
     backend's own engine: vector hits, keyword hits, messages, chunk texts, neighbours, conversations.
+    Spaces: ``add_space``, ``space_vectors``, ``chunks_missing_vectors``, ``put_vectors`` and ``set_primary``
+    let ``sparky reembed`` add another model's vectors from the chunk texts held, one commit per batch.
     """
 
     url: str  # for display: never holds a password
@@ -41,9 +46,13 @@ class Store(Protocol):
     def ensure_schema(self, model: str, dimensions: int) -> None: ...
     def meta(self) -> dict[str, str]: ...
     def spaces(self) -> list[Space]: ...
-    def known(self, keys: Iterable[str]) -> set[str]: ...
+    def known(self, keys: Iterable[str], include_superseded: bool = False) -> set[str]: ...
     def upsert(self, records: list[MessageRecord]) -> int: ...
     def delete_keys(self, keys: Iterable[str]) -> int: ...
+    def current_versions(self, conversations: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]: ...
+    def supersede(self, keys: Iterable[str]) -> int: ...
+    def stored_conversations(self, source: str) -> list[StoredConversation]: ...
+    def keys_of_conversations(self, source: str, conversation_ids: Iterable[str]) -> list[str]: ...
     def stats(self) -> dict: ...
     def message_count(self) -> int: ...
     def conversations_matching(self, text: str) -> list[int]: ...
@@ -52,6 +61,31 @@ class Store(Protocol):
     def messages(self, ids: Sequence[int]) -> dict[int, MessageRow]: ...
     def chunk_texts(self, ids: Sequence[int]) -> dict[int, str]: ...
     def neighbours(self, message: MessageRow, count: int) -> tuple[list[MessageRow], list[MessageRow]]: ...
+    # embedding spaces beside the primary one (``sparky reembed``, ``sparky spaces``)
+
+    def add_space(self, model: str, dimensions: int) -> None:
+        """Record a space (nothing when held; Postgres: with its HNSW index); refuse a model held at another width."""
+        ...
+
+    def space_vectors(self) -> dict[Space, int]:
+        """How many vectors each space holds, in the order the spaces were recorded."""
+        ...
+
+    def chunks_missing_vectors(self, space: Space, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (chunk id, text) of the chunks past ``after_id`` without a vector in ``space`` (all
+        of them when it is not held), by id."""
+        ...
+
+    def put_vectors(self, space: Space, chunk_ids: Sequence[int], vectors: np.ndarray) -> int:
+        """Store these chunks' vectors in ``space`` in one transaction; a chunk holding one already keeps it,
+        a chunk deleted since is skipped, a wrong shape is refused before anything is written. Returns the
+        vectors written."""
+        ...
+
+    def set_primary(self, space: Space) -> None:
+        """Make a held space the primary one (``meta``'s model and dimensions: what search and ingest use)."""
+        ...
+
     def close(self) -> None: ...
 
 

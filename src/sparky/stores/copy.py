@@ -1,7 +1,7 @@
 """Copy a memory from one store to another (SQLite to PostgreSQL and back) without embedding anything again.
 
 Messages go over in batches in the source's row order, each with its conversation, its chunks and their
-vectors of the source's primary embedding space, under the same keys; each batch is one ``upsert`` (one
+vectors of the source's primary embedding space, under the same keys, superseded versions as superseded; each batch is one ``upsert`` (one
 transaction) in the target. Keys the target already holds are skipped, so a copy that was interrupted
 resumes where it stopped and a second copy copies nothing. The target records the source's model and
 dimensions (``ensure_schema``): a target built with another model is refused before anything is written.
@@ -54,7 +54,8 @@ class _Reader(Protocol):
 
 _MESSAGES = (
     "SELECT m.id, m.key, m.message_id, m.role, m.created_at, m.position, m.text, v.source, v.conversation_id,"
-    " v.title, v.created_at, v.updated_at FROM messages m JOIN conversations v ON v.id = m.conversation"
+    " v.title, v.created_at, v.updated_at, m.superseded_at FROM messages m JOIN conversations v"
+    " ON v.id = m.conversation"
 )
 _SPACE = ("SELECT s.id, s.model, s.dimensions FROM spaces s JOIN meta m ON m.name = 'model' AND m.value = s.model"
           " ORDER BY s.id LIMIT 1")
@@ -69,7 +70,8 @@ def copy_store(source: Store, target: Store, on_batch: Callable[[CopyProgress], 
         raise ValueError("batch_size must be at least 1")
     reader = _reader(source)
     space, model, dimensions = reader.space()
-    total = source.message_count()
+    counts = source.stats()
+    total = counts["messages"] + counts["superseded"]
     copied = skipped = done = batches = 0
     with target.lock() if lock else nullcontext():
         target.ensure_schema(model, dimensions)
@@ -80,7 +82,7 @@ def copy_store(source: Store, target: Store, on_batch: Callable[[CopyProgress], 
                 break
             after = rows[-1][0]
             records = [record for _, record in rows]
-            known = target.known([record.key for record in records])
+            known = target.known([record.key for record in records], include_superseded=True)
             fresh = [record for record in records if record.key not in known]
             if fresh:
                 copied += target.upsert(fresh)
@@ -113,7 +115,7 @@ def _records(store_url: str, messages: list[tuple], chunks: list[tuple], dimensi
         by_message.setdefault(row[0], []).append(row)
     records = []
     for (row, key, message_id, role, created_at, position, text, source, conversation_id, title, conversation_created,
-         conversation_updated) in messages:
+         conversation_updated, superseded_at) in messages:
         parts = sorted(by_message.get(row, []), key=lambda part: part[1])
         if any(part[3] is None for part in parts):
             raise StoreError(f"{store_url}: message {key} has a chunk without a vector; run `sparky progress "
@@ -122,7 +124,8 @@ def _records(store_url: str, messages: list[tuple], chunks: list[tuple], dimensi
                    else np.zeros((0, dimensions), np.float32))
         conversation = Conversation(source, conversation_id, title, conversation_created, conversation_updated)
         message = Message(conversation_id, message_id, role, created_at, text, position)
-        records.append((row, MessageRecord(key, conversation, message, tuple(part[2] for part in parts), vectors)))
+        records.append((row, MessageRecord(key, conversation, message, tuple(part[2] for part in parts), vectors,
+                                           superseded_at)))
     return records
 
 

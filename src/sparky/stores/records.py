@@ -18,6 +18,7 @@ class MessageRecord:
     message: Message
     chunk_texts: tuple[str, ...]
     vectors: np.ndarray  # float32, shape (len(chunk_texts), dimensions), of the store's embedding space
+    superseded_at: float | None = None  # set: an old version, stored as such (a copy); None: the current one
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class StoreFilters:
     conversations: tuple[int, ...] | None = None
     since: float | None = None  # inclusive
     until: float | None = None  # exclusive
+    include_superseded: bool = False  # also the old versions of edited or replaced messages
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,23 @@ class MessageRow:
     text: str
 
 
-def stats_of(counts: tuple[int, int, int], meta: dict[str, str]) -> dict:
-    """A store's ``stats()``: conversation, message and chunk counts, and the embedder it was built with."""
+@dataclass(frozen=True)
+class StoredConversation:
+    """A conversation as the store holds it: for what ``--prune`` would remove."""
+
+    conversation_id: str
+    title: str
+    messages: int  # every version
+
+
+def stats_of(counts: tuple[int, int, int, int], meta: dict[str, str]) -> dict:
+    """A store's ``stats()``: conversation, message (current versions), chunk and superseded-version counts,
+    and the embedder it was built with."""
     return {
         "conversations": counts[0],
         "messages": counts[1],
         "chunks": counts[2],
+        "superseded": counts[3],
         "model": meta.get("model"),
         "dimensions": int(meta["dimensions"]) if "dimensions" in meta else None,
     }

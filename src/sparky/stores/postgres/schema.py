@@ -128,7 +128,23 @@ def _m001_initial(cur: psycopg.Cursor, vector_schema: str, unaccent_schema: str 
     cur.execute("INSERT INTO meta (name, value) VALUES ('unaccent', %s)", ("yes" if unaccent_schema else "no",))
 
 
-MIGRATIONS: list[Callable[..., None]] = [_m001_initial]
+def _m002_message_versions(cur: psycopg.Cursor, vector_schema: str, unaccent_schema: str | None) -> None:
+    """A message is its (conversation, message id) across exports: a new text under the same id is a new
+    version and the old one is kept, marked superseded (hidden from search unless asked for; ``vectors``
+    carries the mark as ``current`` so a filtered index scan reads it on the row). At most one current
+    version per message; of earlier duplicates the newest stays current."""
+    for statement in (
+        "ALTER TABLE messages ADD COLUMN superseded_at double precision",
+        "UPDATE messages SET superseded_at = ingested_at"
+        " WHERE id NOT IN (SELECT max(id) FROM messages GROUP BY conversation, message_id)",
+        "CREATE UNIQUE INDEX messages_current ON messages (conversation, message_id) WHERE superseded_at IS NULL",
+        "ALTER TABLE vectors ADD COLUMN current boolean NOT NULL DEFAULT true",
+        "UPDATE vectors v SET current = false FROM messages m WHERE m.id = v.message AND m.superseded_at IS NOT NULL",
+    ):
+        cur.execute(statement)
+
+
+MIGRATIONS: list[Callable[..., None]] = [_m001_initial, _m002_message_versions]
 
 
 def _quote_ident(name: str) -> str:
@@ -160,3 +176,8 @@ def space_index_sql(vector_schema: str, space: int, dimensions: int) -> str | No
     expression = vector_expression(vector_schema, dimensions, "embedding")
     return (f"CREATE INDEX IF NOT EXISTS vectors_hnsw_{int(space)} ON vectors USING hnsw ({expression}"
             f" {_quote_ident(vector_schema)}.{kind}_cosine_ops) WHERE space = {int(space)}")
+
+
+def vector_type(vector_schema: str) -> str:
+    """pgvector's unsized ``vector`` type, qualified with the schema it lives in."""
+    return f"{_quote_ident(vector_schema)}.vector"

@@ -16,7 +16,7 @@ does not keep.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import psycopg
@@ -24,7 +24,7 @@ import psycopg
 from ...crashpoints import crashpoint
 from ...errors import LockedError, StoreError
 from .. import redact
-from ..records import MessageRecord, Space, stats_of
+from ..records import MessageRecord, Space, StoredConversation, stats_of
 from . import schema
 from .connection import Connection, register_vector_type
 from .search import SearchQueries
@@ -115,7 +115,10 @@ class PostgresStore(SearchQueries):
         """The embedding spaces the store holds vectors of, the primary (``meta``'s model) first."""
         with self.db.statement() as cur:
             return [Space(model, dimensions) for model, dimensions in
-                    cur.execute("SELECT model, dimensions FROM spaces ORDER BY id").fetchall()]
+                    cur.execute("SELECT s.model, s.dimensions FROM spaces s LEFT JOIN meta m ON m.name = 'model'"
+                                " LEFT JOIN meta d ON d.name = 'dimensions' ORDER BY"
+                                " (s.model, s.dimensions::text) IS NOT DISTINCT FROM (m.value, d.value) DESC, s.id"
+                                ).fetchall()]
 
     def ensure_schema(self, model: str, dimensions: int) -> None:
         """Record the embedder (the primary embedding space, with its HNSW index) on first use; refuse one
@@ -167,16 +170,55 @@ class PostgresStore(SearchQueries):
         with the session."""
         return AdvisoryLock(self.db, self.url)
 
-    def known(self, keys: Iterable[str]) -> set[str]:
-        """The subset of ``keys`` already stored."""
+    def known(self, keys: Iterable[str], include_superseded: bool = False) -> set[str]:
+        """The subset of ``keys`` stored as current versions (also as superseded ones, when asked)."""
+        current = "" if include_superseded else " AND superseded_at IS NULL"
         keys = list(keys)
         found: set[str] = set()
         with self.db.statement() as cur:
             for start in range(0, len(keys), _KEY_QUERY_SIZE):
                 part = keys[start : start + _KEY_QUERY_SIZE]
                 found.update(row[0] for row in cur.execute(
-                    "SELECT key FROM messages WHERE key = ANY(%s::text[])", (part,)).fetchall())
+                    f"SELECT key FROM messages WHERE key = ANY(%s::text[]){current}", (part,)).fetchall())
         return found
+
+    def current_versions(self, conversations: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        """For each (source, conversation id): its current messages, message id -> key."""
+        pairs = list(set(conversations))
+        versions: dict[tuple[str, str], dict[str, str]] = {}
+        with self.db.statement() as cur:
+            for start in range(0, len(pairs), _KEY_QUERY_SIZE):
+                part = pairs[start : start + _KEY_QUERY_SIZE]
+                for source, conversation_id, message_id, key in cur.execute(
+                        "SELECT v.source, v.conversation_id, m.message_id, m.key FROM unnest(%s::text[], %s::text[])"
+                        " AS w(source, conversation_id) JOIN conversations v USING (source, conversation_id)"
+                        " JOIN messages m ON m.conversation = v.id WHERE m.superseded_at IS NULL",
+                        _columns(part, 2)).fetchall():
+                    versions.setdefault((source, conversation_id), {})[message_id] = key
+        return versions
+
+    def supersede(self, keys: Iterable[str]) -> int:
+        """Mark these current messages superseded (kept, hidden from search by default), in one transaction."""
+        keys, marked = list(keys), 0
+        with self.db.transaction() as cur:
+            for start in range(0, len(keys), _KEY_QUERY_SIZE):
+                marked += _supersede(cur, "m.key = ANY(%s::text[])", (keys[start : start + _KEY_QUERY_SIZE],))
+        return marked
+
+    def stored_conversations(self, source: str) -> list[StoredConversation]:
+        """The conversations of ``source`` the store holds, with their message counts (every version)."""
+        with self.db.statement() as cur:
+            return [StoredConversation(*row) for row in cur.execute(
+                "SELECT v.conversation_id, v.title, count(m.id) FROM conversations v JOIN messages m"
+                " ON m.conversation = v.id WHERE v.source = %s GROUP BY v.id ORDER BY v.id", (source,)).fetchall()]
+
+    def keys_of_conversations(self, source: str, conversation_ids: Iterable[str]) -> list[str]:
+        """The keys of every version of every message of these conversations."""
+        with self.db.statement() as cur:
+            return [row[0] for row in cur.execute(
+                "SELECT m.key FROM messages m JOIN conversations v ON v.id = m.conversation"
+                " WHERE v.source = %s AND v.conversation_id = ANY(%s::text[])",
+                (source, list(conversation_ids))).fetchall()]
 
     def upsert(self, records: list[MessageRecord]) -> int:
         """Write the records in one transaction; keys already present are left alone. Returns rows added."""
@@ -190,13 +232,29 @@ class PostgresStore(SearchQueries):
             for record in records:  # a key twice in one batch: the first is the one written
                 first.setdefault(record.key, record)
             unique = list(first.values())
+            stored = dict(cur.execute("SELECT key, superseded_at IS NULL FROM messages WHERE key = ANY(%s::text[])",
+                                      ([r.key for r in unique],)).fetchall())
+            unique = [r for r in unique if r.key not in stored or (not stored[r.key] and r.superseded_at is None)]
+            current = [r for r in unique if r.superseded_at is None]
+            # a new current version supersedes the one stored under the same message id; then the superseded
+            # versions asked for are made current again, and the new ones inserted
+            _supersede(cur, "(m.conversation, m.message_id) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))",
+                       _columns([(conversation_rows[(r.conversation.source, r.conversation.id)][0], r.message.id)
+                                 for r in current], 2))
+            revived = [r.key for r in current if r.key in stored]
+            if revived:
+                cur.execute("UPDATE messages SET superseded_at = NULL WHERE key = ANY(%s::text[])", (revived,))
+                cur.execute("UPDATE vectors v SET current = true FROM messages m WHERE m.id = v.message"
+                            " AND m.key = ANY(%s::text[])", (revived,))
+            unique = [r for r in unique if r.key not in stored]
             new = dict(cur.execute(
-                "INSERT INTO messages (key, conversation, message_id, role, created_at, position, text, ingested_at)"
-                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::float8[],"
-                " %s::integer[], %s::text[], %s::float8[]) ON CONFLICT (key) DO NOTHING RETURNING key, id",
+                "INSERT INTO messages (key, conversation, message_id, role, created_at, position, text, ingested_at,"
+                " superseded_at) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[],"
+                " %s::float8[], %s::integer[], %s::text[], %s::float8[], %s::float8[])"
+                " ON CONFLICT (key) DO NOTHING RETURNING key, id",
                 _columns([(r.key, conversation_rows[(r.conversation.source, r.conversation.id)][0], r.message.id,
-                           r.message.role, _real(r.message.created_at), int(r.message.position), r.message.text, now)
-                          for r in unique], 8),
+                           r.message.role, _real(r.message.created_at), int(r.message.position), r.message.text, now,
+                           _real(r.superseded_at)) for r in unique], 9),
             ).fetchall())
             added = [record for record in unique if record.key in new]
             vectors = []
@@ -223,11 +281,12 @@ class PostgresStore(SearchQueries):
                                  else conversation_date)
                     message = new[record.key]
                     rows += [(space, ids[(message, index)], message, conversation, record.message.role,
-                              record.conversation.source, date, vector) for index, vector in enumerate(array)]
+                              record.conversation.source, date, record.superseded_at is None, vector)
+                             for index, vector in enumerate(array)]
                 _copy_vectors(cur, rows)
             crashpoint("before_commit")
         crashpoint("after_commit")
-        return len(added)
+        return len(added) + len(revived)
 
     def delete_keys(self, keys: Iterable[str]) -> int:
         """Remove these messages with their chunks, vectors and keyword rows, in one transaction."""
@@ -250,9 +309,88 @@ class PostgresStore(SearchQueries):
     def stats(self) -> dict:
         """Counts of what the store holds, and the embedder it was built with."""
         with self.db.statement() as cur:
-            row = cur.execute("SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
-                              " (SELECT count(*) FROM chunks)").fetchone()
+            row = cur.execute("SELECT (SELECT count(*) FROM conversations),"
+                              " (SELECT count(*) FROM messages WHERE superseded_at IS NULL), (SELECT count(*) FROM chunks),"
+                              " (SELECT count(*) FROM messages WHERE superseded_at IS NOT NULL)").fetchone()
         return stats_of(row, self.meta())
+
+    # embedding spaces beside the primary one (sparky reembed, sparky spaces)
+
+    def add_space(self, model: str, dimensions: int) -> None:
+        """Record an embedding space with its partial HNSW index (nothing when it is held); refuse a model
+        held at another width."""
+        with self.db.transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('schema:' || current_schema()))", (LOCK_CLASS,))
+            widths = [row[0] for row in cur.execute("SELECT dimensions FROM spaces WHERE model = %s",
+                                                     (model,)).fetchall()]
+            if widths and dimensions not in widths:
+                raise StoreError(f"{self.url}: holds vectors of {model} with {widths[0]} dimensions, not {dimensions}")
+            cur.execute("INSERT INTO spaces (model, dimensions) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (model, dimensions))
+            index = schema.space_index_sql(self.vector_schema, self._space_id(cur, Space(model, dimensions)),
+                                           dimensions)
+            if index is not None:
+                cur.execute(index)
+
+    def space_vectors(self) -> dict[Space, int]:
+        """How many vectors each embedding space holds, in the order the spaces were recorded."""
+        with self.db.statement() as cur:
+            return {Space(model, dimensions): count for model, dimensions, count in cur.execute(
+                "SELECT s.model, s.dimensions, (SELECT count(*) FROM vectors v WHERE v.space = s.id)"
+                " FROM spaces s ORDER BY s.id").fetchall()}
+
+    def chunks_missing_vectors(self, space: Space, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (chunk id, text) of the chunks with ids past ``after_id`` that have no vector in
+        ``space`` (all of them when it is not held), in id order; every version's chunks, since a superseded
+        message may become current again."""
+        with self.db.statement() as cur:
+            return cur.execute(
+                "SELECT c.id, c.text FROM chunks c WHERE c.id > %s AND NOT EXISTS (SELECT 1 FROM vectors v WHERE"
+                " v.space = (SELECT id FROM spaces WHERE model = %s AND dimensions = %s) AND v.chunk = c.id)"
+                " ORDER BY c.id LIMIT %s", (after_id, space.model, space.dimensions, limit)).fetchall()
+
+    def put_vectors(self, space: Space, chunk_ids: Sequence[int], vectors: np.ndarray) -> int:
+        """Store these chunks' vectors in ``space`` with their messages' filter fields, in one transaction
+        (a binary COPY into a temporary table, then one INSERT … SELECT); returns the vectors written. A chunk
+        holding a vector there keeps it (never written twice), a chunk deleted since is skipped, and a shape
+        that is not (chunks, the space's width) is refused before anything is written."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(chunk_ids), space.dimensions):
+            raise StoreError(f"{self.url}: {len(chunk_ids)} chunks but vectors of shape {vectors.shape} for "
+                             f"{space.model} ({space.dimensions} dimensions); nothing was written")
+        vector = schema.vector_type(self.vector_schema)
+        with self.db.transaction() as cur:
+            space_id = self._space_id(cur, space)
+            cur.execute(f"CREATE TEMPORARY TABLE sparky_new_vectors (chunk bigint, embedding {vector}) ON COMMIT DROP")
+            with cur.copy("COPY sparky_new_vectors (chunk, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "vector"])
+                for chunk, row in zip(chunk_ids, vectors):
+                    copy.write_row((int(chunk), row))
+            written = cur.execute(
+                "INSERT INTO vectors (space, chunk, message, conversation, role, source, created_at, current,"
+                " embedding) SELECT %s, c.id, c.message, m.conversation, m.role, v.source,"
+                " coalesce(m.created_at, v.created_at), m.superseded_at IS NULL, n.embedding"
+                " FROM sparky_new_vectors n JOIN chunks c ON c.id = n.chunk JOIN messages m ON m.id = c.message"
+                " JOIN conversations v ON v.id = m.conversation ON CONFLICT (space, chunk) DO NOTHING",
+                (space_id,)).rowcount
+            crashpoint("before_commit")
+        crashpoint("after_commit")
+        return written
+
+    def set_primary(self, space: Space) -> None:
+        """Make a held space the primary one (``meta``'s model and dimensions: what ingest and search use)."""
+        with self.db.transaction() as cur:
+            self._space_id(cur, space)
+            cur.execute("UPDATE meta SET value = CASE name WHEN 'model' THEN %s ELSE %s END"
+                        " WHERE name IN ('model', 'dimensions')", (space.model, str(space.dimensions)))
+        self._space = None  # the primary space's row, read again
+
+    def _space_id(self, cur: psycopg.Cursor, space: Space) -> int:
+        row = cur.execute("SELECT id FROM spaces WHERE model = %s AND dimensions = %s",
+                          (space.model, space.dimensions)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.url}: holds no vectors of {space.model} ({space.dimensions} dimensions)")
+        return row[0]
 
     def close(self) -> None:
         self.db.close()
@@ -337,12 +475,21 @@ def _upsert_conversations(cur: psycopg.Cursor, records: list[MessageRecord]
         _columns(rows, 5)).fetchall()}
 
 
-_VECTOR_COLUMNS = ("int4", "int8", "int8", "int8", "text", "text", "float8", "vector")
+_VECTOR_COLUMNS = ("int4", "int8", "int8", "int8", "text", "text", "float8", "bool", "vector")
+
+
+def _supersede(cur: psycopg.Cursor, which: str, params: Iterable) -> int:
+    """Mark the current messages ``which`` selects (alias ``m``) superseded, and their vectors not current."""
+    marked = cur.execute(f"UPDATE messages m SET superseded_at = %s WHERE m.superseded_at IS NULL AND {which}"
+                         " RETURNING m.id", (time.time(), *params)).fetchall()
+    if marked:
+        cur.execute("UPDATE vectors SET current = false WHERE message = ANY(%s::bigint[])", ([row[0] for row in marked],))
+    return len(marked)
 
 
 def _copy_vectors(cur: psycopg.Cursor, rows: list[tuple]) -> None:
     """The vectors with their filter fields in one binary COPY."""
-    with cur.copy("COPY vectors (space, chunk, message, conversation, role, source, created_at, embedding)"
+    with cur.copy("COPY vectors (space, chunk, message, conversation, role, source, created_at, current, embedding)"
                   " FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(list(_VECTOR_COLUMNS))
         for row in rows:

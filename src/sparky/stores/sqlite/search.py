@@ -37,6 +37,7 @@ class _Fields:
     """The filterable fields of each chunk's message, aligned with a ``_Matrix``."""
 
     known: np.ndarray  # bool: the message is still stored
+    current: np.ndarray  # bool: the message's current version (not superseded)
     conversations: np.ndarray  # int64 conversation row
     dates: np.ndarray  # float64 epoch seconds (message, else conversation), NaN when unknown
     roles: np.ndarray  # str: "user" | "assistant"
@@ -45,6 +46,8 @@ class _Fields:
     def passing(self, filters: StoreFilters) -> np.ndarray:
         """Row numbers that pass the filters."""
         mask = self.known.copy()
+        if not filters.include_superseded:
+            mask &= self.current
         if filters.role:
             mask &= self.roles == filters.role
         if filters.source:
@@ -66,6 +69,7 @@ class _Matrix:
     state: VectorState
     rows: Rows
     fields: _Fields | None = None
+    fields_at: tuple | None = None  # the superseded versions' (count, sum of ids) when the fields were read
 
 
 _MATRICES: dict[tuple[str, int], _Matrix] = {}
@@ -83,7 +87,7 @@ class SearchQueries:
     path: Path
 
     def message_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM messages WHERE superseded_at IS NULL").fetchone()[0]
 
     def conversations_matching(self, text: str) -> list[int]:
         """Rows of conversations whose id is ``text`` or whose title contains it (case-insensitive)."""
@@ -101,10 +105,12 @@ class SearchQueries:
         if vectors.shape[1] != query.shape[-1]:
             raise StoreError(f"{self.path}: the query has {query.shape[-1]} dimensions, the stored vectors "
                              f"{vectors.shape[1]}")
-        if filters == StoreFilters():
+        superseded = self.db.execute("SELECT count(*), total(id) FROM messages WHERE superseded_at IS NOT NULL"
+                                     ).fetchone()  # a small partial index: which versions are hidden
+        if filters == StoreFilters(include_superseded=True) or (filters == StoreFilters() and not superseded[0]):
             return _best_per_message(vectors @ query, ids, messages, limit)
-        if matrix.fields is None:
-            matrix.fields = _load_fields(self.db, messages)
+        if matrix.fields is None or matrix.fields_at != superseded:
+            matrix.fields, matrix.fields_at = _load_fields(self.db, messages), superseded
         rows = matrix.fields.passing(filters)
         # a few rows: gather and score them; many: scoring all beats copying the rows out
         scores = vectors[rows] @ query if len(rows) * 8 < len(ids) else (vectors @ query)[rows]
@@ -168,7 +174,7 @@ class SearchQueries:
         """Up to ``count`` stored messages before and after ``message`` in its conversation, in order."""
         query = (
             f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations v ON v.id = m.conversation"
-            " WHERE m.conversation = ? AND m.position {} ? ORDER BY m.position {} LIMIT ?"
+            " WHERE m.conversation = ? AND m.superseded_at IS NULL AND m.position {} ? ORDER BY m.position {} LIMIT ?"
         )
         before = [MessageRow(*row) for row in self.db.execute(
             query.format("<", "DESC"), (message.conversation, message.position, count))]
@@ -270,14 +276,15 @@ def _agrees_with_store(db: sqlite3.Connection, space: int, rows: Rows) -> bool:
 
 def _load_fields(db: sqlite3.Connection, chunk_messages: np.ndarray) -> _Fields:
     rows = db.execute(
-        "SELECT m.id, m.conversation, coalesce(m.created_at, v.created_at), m.role, v.source"
-        " FROM messages m JOIN conversations v ON v.id = m.conversation ORDER BY m.id"
-    ).fetchall() or [(-1, -1, None, "", "")]
-    ids, conversations, dates, roles, sources = zip(*rows)
+        "SELECT m.id, m.conversation, coalesce(m.created_at, v.created_at), m.role, v.source,"
+        " m.superseded_at IS NULL FROM messages m JOIN conversations v ON v.id = m.conversation ORDER BY m.id"
+    ).fetchall() or [(-1, -1, None, "", "", 0)]
+    ids, conversations, dates, roles, sources, current = zip(*rows)
     message_ids = np.array(ids, dtype=np.int64)
     at = np.searchsorted(message_ids, chunk_messages).clip(max=len(message_ids) - 1)
     return _Fields(
         known=message_ids[at] == chunk_messages,
+        current=np.array(current, dtype=bool)[at],
         conversations=np.array(conversations, dtype=np.int64)[at],
         dates=np.array([np.nan if date is None else date for date in dates], dtype=np.float64)[at],
         roles=np.array(roles)[at],
@@ -309,7 +316,7 @@ def fts_match(terms: Sequence[str]) -> str:
 
 def _where(filters: StoreFilters) -> tuple[str, list]:
     """The SQL twin of ``_Matrix.passing``: conditions over ``m`` (messages) and ``v`` (conversations)."""
-    clauses: list[str] = []
+    clauses: list[str] = [] if filters.include_superseded else ["m.superseded_at IS NULL"]
     params: list = []
     if filters.role:
         clauses.append("m.role = ?")

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ...crashpoints import crashpoint, sqlite_page_limit
 from ...errors import StoreError, TransientStoreError
 from ...folders import ensure_parent
 from ...locking import FileLock
-from ..records import MessageRecord, Space, stats_of
+from ..records import MessageRecord, Space, StoredConversation, stats_of
 from .search import SearchQueries
 from .vector_file import remove_vector_files
 
@@ -112,7 +112,24 @@ def _m002_embedding_spaces(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_embedding_spaces]
+def _m003_message_versions(db: sqlite3.Connection) -> None:
+    """A message is its (conversation, message id) across exports: a new text under the same id is a new
+    version, and the old one is kept, marked superseded (hidden from search unless asked for). At most one
+    current version per message; of earlier duplicates (an edit stored twice) the newest stays current."""
+    _execute_script(
+        db,
+        """
+        ALTER TABLE messages ADD COLUMN superseded_at REAL;
+        UPDATE messages SET superseded_at = ingested_at
+            WHERE id NOT IN (SELECT max(id) FROM messages GROUP BY conversation, message_id);
+        CREATE UNIQUE INDEX messages_current ON messages (conversation, message_id) WHERE superseded_at IS NULL;
+        CREATE INDEX messages_superseded ON messages (superseded_at) WHERE superseded_at IS NOT NULL
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_embedding_spaces,
+                                                          _m003_message_versions]
 
 
 class SQLiteStore(SearchQueries):
@@ -181,7 +198,9 @@ class SQLiteStore(SearchQueries):
     def spaces(self) -> list[Space]:
         """The embedding spaces the store holds vectors of, the primary (``meta``'s model) first."""
         return [Space(model, dimensions) for model, dimensions in self.db.execute(
-            "SELECT model, dimensions FROM spaces ORDER BY id")]
+            "SELECT model, dimensions FROM spaces s ORDER BY NOT EXISTS (SELECT 1 FROM meta m JOIN meta d"
+            " ON m.name = 'model' AND d.name = 'dimensions' WHERE m.value = s.model"
+            " AND CAST(d.value AS INTEGER) = s.dimensions), id")]
 
     def ensure_schema(self, model: str, dimensions: int) -> None:
         """Record the embedder (the primary embedding space) on first use; refuse one of another model."""
@@ -200,18 +219,62 @@ class SQLiteStore(SearchQueries):
                 f"not {model} ({dimensions}); use another --db or the same --embedder"
             )
 
-    def known(self, keys: Iterable[str]) -> set[str]:
-        """The subset of ``keys`` already stored."""
+    def known(self, keys: Iterable[str], include_superseded: bool = False) -> set[str]:
+        """The subset of ``keys`` stored as current versions (also as superseded ones, when asked)."""
+        current = "" if include_superseded else " AND superseded_at IS NULL"
         keys = list(keys)
         found: set[str] = set()
         for start in range(0, len(keys), _KEY_QUERY_SIZE):
             part = keys[start : start + _KEY_QUERY_SIZE]
             marks = ",".join("?" * len(part))
-            found.update(row[0] for row in self.db.execute(f"SELECT key FROM messages WHERE key IN ({marks})", part))
+            found.update(row[0] for row in self.db.execute(
+                f"SELECT key FROM messages WHERE key IN ({marks}){current}", part))
         return found
 
+    def current_versions(self, conversations: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        """For each (source, conversation id): its current messages, message id -> key."""
+        versions: dict[tuple[str, str], dict[str, str]] = {}
+        for source, conversation_id, message_id, key in self.db.execute(
+                "SELECT v.source, v.conversation_id, m.message_id, m.key FROM messages m"
+                " JOIN conversations v ON v.id = m.conversation WHERE m.superseded_at IS NULL"):
+            versions.setdefault((source, conversation_id), {})[message_id] = key
+        wanted = set(conversations)
+        return {name: found for name, found in versions.items() if name in wanted}
+
+    def supersede(self, keys: Iterable[str]) -> int:
+        """Mark these current messages superseded (kept, hidden from search by default), in one transaction."""
+        keys, now, marked = list(keys), time.time(), 0
+        with self._transaction():
+            for start in range(0, len(keys), _KEY_QUERY_SIZE):
+                part = keys[start : start + _KEY_QUERY_SIZE]
+                marks = ",".join("?" * len(part))
+                marked += self.db.execute(f"UPDATE messages SET superseded_at = ? WHERE key IN ({marks})"
+                                          " AND superseded_at IS NULL", [now, *part]).rowcount
+        return marked
+
+    def stored_conversations(self, source: str) -> list[StoredConversation]:
+        """The conversations of ``source`` the store holds, with their message counts (every version)."""
+        return [StoredConversation(*row) for row in self.db.execute(
+            "SELECT v.conversation_id, v.title, count(m.id) FROM conversations v JOIN messages m"
+            " ON m.conversation = v.id WHERE v.source = ? GROUP BY v.id ORDER BY v.id", (source,))]
+
+    def keys_of_conversations(self, source: str, conversation_ids: Iterable[str]) -> list[str]:
+        """The keys of every version of every message of these conversations."""
+        ids, keys = list(conversation_ids), []
+        for start in range(0, len(ids), _KEY_QUERY_SIZE):
+            part = ids[start : start + _KEY_QUERY_SIZE]
+            marks = ",".join("?" * len(part))
+            keys += [row[0] for row in self.db.execute(
+                "SELECT m.key FROM messages m JOIN conversations v ON v.id = m.conversation"
+                f" WHERE v.source = ? AND v.conversation_id IN ({marks})", [source, *part])]
+        return keys
+
     def upsert(self, records: list[MessageRecord]) -> int:
-        """Write the records in one transaction; keys already present are left alone. Returns rows added."""
+        """Write the records in one transaction; returns the versions added or made current again.
+
+        A current key is left alone. A new key for a message id its conversation holds supersedes the
+        version stored (kept); a superseded key becomes current again (its vectors are still there). A
+        record with ``superseded_at`` (a copy of an old version) is stored as such, touching nothing else."""
         added = 0
         now = time.time()
         with self._transaction():
@@ -219,14 +282,23 @@ class SQLiteStore(SearchQueries):
             for record in records:
                 conversation_row = self._conversation_row(record)
                 message = record.message
+                existing = self.db.execute("SELECT id, superseded_at FROM messages WHERE key = ?",
+                                           (record.key,)).fetchone()
+                if existing is not None and (existing[1] is None or record.superseded_at is not None):
+                    continue
+                if record.superseded_at is None:
+                    self.db.execute("UPDATE messages SET superseded_at = ? WHERE conversation = ? AND message_id = ?"
+                                    " AND superseded_at IS NULL", (now, conversation_row, message.id))
+                if existing is not None:
+                    self.db.execute("UPDATE messages SET superseded_at = NULL WHERE id = ?", (existing[0],))
+                    added += 1
+                    continue
                 cursor = self.db.execute(
                     "INSERT INTO messages (key, conversation, message_id, role, created_at, position, text,"
-                    " ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                    " ingested_at, superseded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (record.key, conversation_row, message.id, message.role, message.created_at,
-                     message.position, message.text, now),
+                     message.position, message.text, now, record.superseded_at),
                 )
-                if cursor.rowcount == 0:
-                    continue
                 added += 1
                 message_row = cursor.lastrowid
                 vectors = np.ascontiguousarray(record.vectors, dtype=np.float32)
@@ -302,10 +374,68 @@ class SQLiteStore(SearchQueries):
     def stats(self) -> dict:
         """Counts of what the store holds, and the embedder it was built with."""
         row = self.db.execute(
-            "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
-            " (SELECT count(*) FROM chunks)"
+            "SELECT (SELECT count(*) FROM conversations),"
+            " (SELECT count(*) FROM messages WHERE superseded_at IS NULL), (SELECT count(*) FROM chunks),"
+            " (SELECT count(*) FROM messages WHERE superseded_at IS NOT NULL)"
         ).fetchone()
         return stats_of(row, self.meta())
+
+    # embedding spaces beside the primary one (sparky reembed, sparky spaces)
+
+    def add_space(self, model: str, dimensions: int) -> None:
+        """Record an embedding space (nothing when it is held); refuse a model held at another width."""
+        with self._transaction():
+            widths = [row[0] for row in self.db.execute("SELECT dimensions FROM spaces WHERE model = ?", (model,))]
+            if widths and dimensions not in widths:
+                raise StoreError(f"{self.path}: holds vectors of {model} with {widths[0]} dimensions, not {dimensions}")
+            self.db.execute("INSERT OR IGNORE INTO spaces (model, dimensions) VALUES (?, ?)", (model, dimensions))
+
+    def space_vectors(self) -> dict[Space, int]:
+        """How many vectors each embedding space holds, in the order the spaces were recorded."""
+        return {Space(model, dimensions): count for model, dimensions, count in self.db.execute(
+            "SELECT s.model, s.dimensions, (SELECT count(*) FROM vectors v WHERE v.space = s.id)"
+            " FROM spaces s ORDER BY s.id")}
+
+    def chunks_missing_vectors(self, space: Space, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (chunk id, text) of the chunks with ids past ``after_id`` that have no vector in
+        ``space`` (all of them when it is not held), in id order; every version's chunks, since a superseded
+        message may become current again."""
+        return self.db.execute(
+            "SELECT c.id, c.text FROM chunks c WHERE c.id > ? AND NOT EXISTS (SELECT 1 FROM vectors v WHERE"
+            " v.space = (SELECT id FROM spaces WHERE model = ? AND dimensions = ?) AND v.chunk = c.id)"
+            " ORDER BY c.id LIMIT ?", (after_id, space.model, space.dimensions, limit)).fetchall()
+
+    def put_vectors(self, space: Space, chunk_ids: Sequence[int], vectors: np.ndarray) -> int:
+        """Store these chunks' vectors in ``space``, in one transaction; returns the vectors written. A chunk
+        holding a vector there keeps it (never written twice), a chunk deleted since is skipped, and a shape
+        that is not (chunks, the space's width) is refused before anything is written."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(chunk_ids), space.dimensions):
+            raise StoreError(f"{self.path}: {len(chunk_ids)} chunks but vectors of shape {vectors.shape} for "
+                             f"{space.model} ({space.dimensions} dimensions); nothing was written")
+        with self._transaction():
+            space_id = self._space_id(space)
+            written = sum(self.db.execute(
+                "INSERT OR IGNORE INTO vectors (space, chunk, vector) SELECT ?, id, ? FROM chunks WHERE id = ?",
+                (space_id, vector.tobytes(), int(chunk))).rowcount for chunk, vector in zip(chunk_ids, vectors))
+            crashpoint("before_commit")
+        crashpoint("after_commit")
+        return written
+
+    def set_primary(self, space: Space) -> None:
+        """Make a held space the primary one (``meta``'s model and dimensions: what ingest and search use).
+        A searcher's kept matrix is per space and checked on every query, so it follows at its next query."""
+        with self._transaction():
+            self._space_id(space)
+            self.db.executemany("UPDATE meta SET value = ? WHERE name = ?",
+                                [(space.model, "model"), (str(space.dimensions), "dimensions")])
+
+    def _space_id(self, space: Space) -> int:
+        row = self.db.execute("SELECT id FROM spaces WHERE model = ? AND dimensions = ?",
+                              (space.model, space.dimensions)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: holds no vectors of {space.model} ({space.dimensions} dimensions)")
+        return row[0]
 
     def close(self) -> None:
         self.db.close()

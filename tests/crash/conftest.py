@@ -1,6 +1,11 @@
 """The crash suite's shared machinery: a small export and its clean reference run, running ingesters as real
 processes, a thread watching the progress file, reading the phase trace, and the checks every crash must pass.
 
+Every test that takes ``reference`` runs once per backend (``BACKENDS``): a SQLite file in the test's folder,
+and a PostgreSQL store in a schema of its own (tests/support/postgres.py) for each ``Workdir``. A ``Backend``
+holds what differs between them: the store's location, how its keys and health are read, how its ingester's
+lock is seen to be free.
+
 The phase trace is ``SPARKY_TRACE_FILE`` (see src/sparky/crashpoints.py): each process appends
 "<pid> <site> [detail]" lines at the crash sites, so a test knows where a kill landed and how many texts
 were embedded in all (the ``after_embed`` lines carry the count). The clean run's trace also says which sites
@@ -19,12 +24,16 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
 from conftest import generate_export, sparky_subprocess, store_health
+from support.postgres import (HEALTHY, admin, fresh_schema, postgres_database, postgres_health,  # noqa: F401
+                              postgres_keys, postgres_server)
 from sparky.locking import FileLock
 from sparky.readers import ExportReader
 from sparky.pipeline.scan import scan_export
@@ -41,13 +50,16 @@ QUERIES = [
     "helm chart rollback", "deadlock in a transaction", "compost heap too wet", "photography exposure",
     "learning a new language vocabulary", "cache invalidation",
 ]
+BACKENDS = ["sqlite", "postgres"]
+LOCK_RELEASE_TIMEOUT = 30  # seconds; only guards against a hang: the server ends a dead client's session at once
 
 
 @dataclass
 class Workdir:
-    """One ingestion's files: its progress file, store and phase trace."""
+    """One ingestion's files: its progress file, store (a path or a URL) and phase trace."""
 
     root: Path
+    store: str
     temp_owners: set[int] = field(default_factory=set)  # pids whose temp files may still be there
 
     @property
@@ -55,16 +67,12 @@ class Workdir:
         return self.root / "progress.json"
 
     @property
-    def db(self) -> Path:
-        return self.root / "store.db"
-
-    @property
     def trace(self) -> Path:
         return self.root / "trace.txt"
 
     def args(self, export: Path) -> list[str]:
         return ["ingest", str(export), "--batch-size", str(BATCH), "--quiet",
-                "--progress-file", str(self.progress), "--db", str(self.db)]
+                "--progress-file", str(self.progress), "--db", self.store]
 
     def start(self, export: Path, env: dict | None = None) -> subprocess.Popen:
         return sparky_subprocess(self.args(export), cwd=self.root,
@@ -119,22 +127,117 @@ def crash_export(tmp_path_factory) -> Path:
     return generate_export(tmp_path_factory.mktemp("crash-export") / "chat-history", 12, MESSAGES, seed=7)
 
 
+class SQLiteBackend:
+    """A store file in the work folder, checked on a copy."""
+
+    name = "sqlite"
+
+    def location(self, root: Path, stack: ExitStack) -> str:
+        return str(root / "store.db")
+
+    def keys(self, store: str) -> list[str]:
+        """Every message key stored, duplicates included, in key order."""
+        return stored_keys(Path(store))
+
+    def check_after_crash(self, store: str) -> list[str]:
+        """The store's keys, after asserting it is consistent as the next ingester will find it."""
+        return _check_store_copy(Path(store)) if Path(store).exists() else []
+
+    def assert_healthy(self, store: str) -> None:
+        health = store_health(Path(store))
+        assert (health["integrity"], health["fts_consistent"], health["messages_without_chunks"],
+                health["orphan_chunks"], health["bad_vectors"]) == ("ok", True, 0, 0, 0), health
+
+    def assert_lock_free(self, store: str) -> None:
+        """The killed ingester's lock on the store is gone (it is released when its holder dies)."""
+        FileLock(Path(store), "store").acquire().release()  # a killed holder's flock is gone
+
+
+class PostgresBackend:
+    """A schema of its own per store, in the session's database; read on the server itself (a killed client's
+    open transaction is rolled back by the server, which is the recovery being tested)."""
+
+    name = "postgres"
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+
+    def location(self, root: Path, stack: ExitStack) -> str:
+        return stack.enter_context(fresh_schema(self.database))
+
+    def keys(self, store: str) -> list[str]:
+        return postgres_keys(store) if _postgres_version(store) else []
+
+    def check_after_crash(self, store: str) -> list[str]:
+        if not _postgres_version(store):
+            with admin(store) as conn:
+                tables = conn.execute("SELECT count(*) FROM pg_class"
+                                      " WHERE relnamespace = current_schema()::regnamespace").fetchone()[0]
+            assert tables == 0, "a half-applied schema migration"
+            return []
+        self.assert_healthy(store)
+        return postgres_keys(store)
+
+    def assert_healthy(self, store: str) -> None:
+        health = postgres_health(store)
+        assert {name: health[name] for name in HEALTHY} == HEALTHY, health
+
+    def assert_lock_free(self, store: str) -> None:
+        """The killed ingester's advisory lock is released: taken here, waiting (on the server, not a clock) for
+        the server to end the dead client's session; ``lock_timeout`` only guards against a hang."""
+        from sparky.stores.postgres.store import LOCK_CLASS
+
+        key = "(%s, hashtext('ingest:' || current_schema()))"
+        with admin(store) as conn:
+            conn.execute(f"SET lock_timeout = '{LOCK_RELEASE_TIMEOUT}s'")
+            conn.execute(f"SELECT pg_advisory_lock{key}", (LOCK_CLASS,))
+            conn.execute(f"SELECT pg_advisory_unlock{key}", (LOCK_CLASS,))
+
+
+Backend = SQLiteBackend | PostgresBackend
+
+
+def _postgres_version(store: str) -> int:
+    """The schema version recorded in a PostgreSQL store; 0 when it has none (yet)."""
+    with admin(store) as conn:
+        if conn.execute("SELECT to_regclass('sparky_schema')").fetchone()[0] is None:
+            return 0
+        return conn.execute("SELECT coalesce(max(version), 0) FROM sparky_schema").fetchone()[0]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request) -> Backend:
+    """The kind of store the test runs against."""
+    if request.param == "sqlite":
+        return SQLiteBackend()
+    return PostgresBackend(request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def workdir(backend) -> Iterator[Callable[[Path], Workdir]]:
+    """``workdir(folder)``: a Workdir in ``folder`` with a new, empty store of the test's backend."""
+    with ExitStack() as stack:
+        yield lambda root: Workdir(root, backend.location(root, stack))
+
+
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory, crash_export) -> Reference:
-    work = Workdir(tmp_path_factory.mktemp("clean"))
-    process = work.start(crash_export)
-    _, err = process.communicate(timeout=RUN_TIMEOUT)
-    assert process.returncode == 0, err
-    keys = stored_keys(work.db)
-    assert keys == sorted(scan_export(ExportReader(crash_export)).all_keys()) and len(keys) == MESSAGES
-    trace = work.trace_of(process.pid)
-    batches = [int(parts[1]) for parts in trace if parts[0] == "after_embed"]
-    sites = [parts[0] for parts in trace]
-    first_checkpoint = sites.index("after_replace") + 1
-    ranking = top10(work.db)
-    assert all(len(hits) == 10 for hits in ranking.values())
-    return Reference(keys, ranking, sum(batches), max(batches), Counter(sites[:first_checkpoint]),
-                     Counter(sites[first_checkpoint:]))
+def reference(tmp_path_factory, crash_export, backend) -> Iterator[Reference]:
+    root = tmp_path_factory.mktemp(f"clean-{backend.name}")
+    with ExitStack() as stack:
+        work = Workdir(root, backend.location(root, stack))
+        process = work.start(crash_export)
+        _, err = process.communicate(timeout=RUN_TIMEOUT)
+        assert process.returncode == 0, err
+        keys = backend.keys(work.store)
+        assert keys == sorted(scan_export(ExportReader(crash_export)).all_keys()) and len(keys) == MESSAGES
+        trace = work.trace_of(process.pid)
+        batches = [int(parts[1]) for parts in trace if parts[0] == "after_embed"]
+        sites = [parts[0] for parts in trace]
+        first_checkpoint = sites.index("after_replace") + 1
+        ranking = top10(work.store)
+        assert all(len(hits) == 10 for hits in ranking.values())
+        yield Reference(keys, ranking, sum(batches), max(batches), Counter(sites[:first_checkpoint]),
+                        Counter(sites[first_checkpoint:]))
 
 
 def stored_keys(db: Path) -> list[str]:
@@ -142,14 +245,16 @@ def stored_keys(db: Path) -> list[str]:
         return [row[0] for row in connection.execute("SELECT key FROM messages ORDER BY key")]
 
 
-def top10(db: Path) -> dict[str, list[tuple[str, float]]]:
-    """The hybrid top-10 (message key, score) of every fixed query, as `sparky search` ranks them."""
+def top10(url: str) -> dict[str, list[tuple[str, float]]]:
+    """The hybrid top-10 (message key, score) of every fixed query, as `sparky search` ranks them (without the
+    relevance floor: the ten best, however weak, so that every rank is compared)."""
     from sparky.search import Searcher, open_for_search
 
-    store = open_for_search(str(db))
+    store = open_for_search(url)
     try:
         searcher = Searcher(store)
-        return {query: [(hit.key, round(hit.score, 6)) for hit in searcher.search(query, k=10)] for query in QUERIES}
+        return {query: [(hit.key, round(hit.score, 6)) for hit in searcher.search(query, k=10, floor=False)]
+                for query in QUERIES}
     finally:
         store.close()
 
@@ -212,13 +317,13 @@ def watch():
         watcher.finish()
 
 
-def assert_consistent(work: Workdir, reference: Reference, dead_pid: int) -> int:
+def assert_consistent(work: Workdir, reference: Reference, backend: Backend, dead_pid: int) -> int:
     """The checks after every crash; returns how many messages are stored.
 
-    The store is checked on a copy (database and WAL), so the next ingester still has to do the recovery
-    itself, exactly as it would after a real crash.
+    A SQLite store is checked on a copy (database and WAL), so the next ingester still has to do the recovery
+    itself, exactly as it would after a real crash; a PostgreSQL store is read as the server has it.
     """
-    stored = _check_store_copy(work.db) if work.db.exists() else []
+    stored = backend.check_after_crash(work.store)
     assert len(stored) == len(set(stored)), "duplicate message keys"
     assert set(stored) <= set(reference.keys), "keys that a clean run does not make"
     if work.progress.exists():
@@ -229,8 +334,8 @@ def assert_consistent(work: Workdir, reference: Reference, dead_pid: int) -> int
     work.ended(dead_pid)
     leftovers = [path for path in work.temp_files() if int(path.name.rsplit("-", 1)[1]) not in work.temp_owners]
     assert not leftovers, f"stale temp files of earlier runs were not cleaned: {leftovers}"
-    for path, what in ((work.progress, "progress file"), (work.db, "store")):
-        FileLock(path, what).acquire().release()  # a killed holder's flock is gone
+    FileLock(work.progress, "progress file").acquire().release()  # a killed holder's flock is gone
+    backend.assert_lock_free(work.store)
     return len(stored)
 
 
@@ -253,12 +358,10 @@ def _check_store_copy(db: Path) -> list[str]:
         return stored_keys(copy)
 
 
-def assert_matches_reference(work: Workdir, reference: Reference) -> None:
-    assert stored_keys(work.db) == reference.keys
-    health = store_health(work.db)
-    assert (health["integrity"], health["fts_consistent"], health["messages_without_chunks"],
-            health["orphan_chunks"], health["bad_vectors"]) == ("ok", True, 0, 0, 0), health
-    assert top10(work.db) == reference.top10
+def assert_matches_reference(work: Workdir, reference: Reference, backend: Backend) -> None:
+    assert backend.keys(work.store) == reference.keys
+    backend.assert_healthy(work.store)
+    assert top10(work.store) == reference.top10
     assert not work.temp_files()
 
 

@@ -7,7 +7,8 @@ start-up and at its end; for the journal, at the checkpoint after five batches, 
 fewer than k arrivals and completes.
 After every crash the store and the progress file must be consistent and the locks free; the chain must
 end with exactly a clean run's messages and search results, without re-embedding more than one batch
-per crash.
+per crash. Each chain runs against a SQLite file and against a PostgreSQL store (``backend``), the same
+sites and arrivals on both.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 
 import pytest
 
-from .conftest import Workdir, assert_consistent, assert_matches_reference, assert_rework_bounded
+from .conftest import assert_consistent, assert_matches_reference, assert_rework_bounded
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +30,9 @@ MAX_CRASHES = 12
 
 
 @pytest.mark.parametrize("site", SITES)
-def test_crash_at_every_arrival_of_a_site_then_resume(tmp_path, crash_export, reference, watch, site):
-    work = Workdir(tmp_path)
+def test_crash_at_every_arrival_of_a_site_then_resume(tmp_path, crash_export, reference, backend, workdir, watch,
+                                                       site):
+    work = workdir(tmp_path)
     watch(work.progress)
     crashes = 0
     for n in range(1, MAX_CRASHES + 2):
@@ -44,10 +46,10 @@ def test_crash_at_every_arrival_of_a_site_then_resume(tmp_path, crash_export, re
         assert process.returncode == -signal.SIGKILL, err
         assert arrivals == n, f"killed at arrival {arrivals} of {site}, not {n}"
         crashes += 1
-        assert_consistent(work, reference, dead_pid=process.pid)
+        assert_consistent(work, reference, backend, dead_pid=process.pid)
     else:
         pytest.fail(f"no run completed after {MAX_CRASHES} crashes at {site}")
 
     assert crashes >= MIN_CRASHES.get(site, 3), "the chain did not crash at several points"
-    assert_matches_reference(work, reference)
+    assert_matches_reference(work, reference, backend)
     assert_rework_bounded(work, reference, kills=crashes)

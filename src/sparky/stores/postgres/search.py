@@ -1,16 +1,20 @@
 """The PostgreSQL side of search, answered inside the database: pgvector HNSW and a BM25 over ``tsvector``.
 
-Vectors: an HNSW index (cosine) per embedding space. A query runs in one transaction with
-``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: the index scan goes on until the filtered rows
-fill the limit) and ``hnsw.ef_search`` at least the rows asked for; the rows come back re-ordered by their
-exact distance. When the index cannot fill the limit (a filter so selective that the scan gives up at
-``hnsw.max_scan_tuples``), the query is answered by an exact scan of the rows that pass instead. Scores
-are cosine similarities (1 - cosine distance), as SQLite's.
+Vectors: an HNSW index (cosine) per embedding space. A selective filter is answered by an exact scan of the
+rows that pass when the planner (``EXPLAIN``: estimated, nothing read) expects at most ``EXACT_MAX_ROWS`` of
+them and can reach them cheaply through an index (a conversation, a date range, a source: through its
+conversations), at most ``EXACT_MAX_COST``. Otherwise the query runs in one transaction with
+``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: the index scan goes on until the filtered rows fill the
+limit) and ``hnsw.ef_search`` at least the rows asked for; the rows come back re-ordered by their exact
+distance. When the index cannot fill the limit (a filter so selective that the scan gives up at
+``hnsw.max_scan_tuples``), the exact scan answers instead. Scores are cosine similarities (1 - cosine
+distance), as SQLite's.
 
-Keywords: the terms become a tsquery built by the database from their words (each term a phrase, an
-unspaced-script term a prefix, the terms OR-ed; nothing the user typed is read as query syntax), matched
-through the GIN index, and ranked with FTS5's BM25 (k1 = 1.2, b = 0.75, the same IDF floor), so the scores
-are on SQLite's scale and the hybrid search's "no evidence" cut means the same on both stores.
+Keywords: the terms become a tsquery built by the database from their words (each term a phrase, the
+terms OR-ed; nothing the user typed is read as query syntax), matched through the GIN index, and ranked
+with FTS5's BM25 (k1 = 1.2, b = 0.75, the same IDF floor), so the scores are on SQLite's scale and the
+hybrid search's "no evidence" cut means the same on both stores. Terms of unspaced scripts (Chinese,
+Japanese) are matched as substrings by a scan of the chunks' text, scored as on SQLite (``substring``).
 
 Filters are the SQL twin of the SQLite store's ``_where``, applied before any cut. Each message is
 represented by its best chunk.
@@ -18,19 +22,28 @@ represented by its best chunk.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
+import psycopg
 
 from ...errors import StoreError
-from ...text import UNSPACED
 from ..records import ChunkHit, MessageRow, StoreFilters
+from ..substring import merged, substring_hits, unspaced_terms
 from .connection import Connection
 from .schema import distance_operator, query_cast, vector_expression
 
 MIN_EF_SEARCH = 100  # pgvector defaults to 40: recall@10 0.94 at 100k clustered vectors, 100 gives more
 MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
 MAX_INDEX_DEPTH = 20000  # past this many rows (hnsw.max_scan_tuples' default) an exact scan answers
+# When a filtered query is answered exactly: at most this many rows pass (the planner's estimate), and its plan
+# costs at most this much (the planner's units: a sequential page read is 1). At 100k clustered 384-d vectors
+# (bench/search_scale.py, 2 cores) an exact scan of ~2,000 rows reached through an index costs ~2,000-4,000
+# and takes 4-17 ms, where the iterative index scan of the same 2% filter takes ~140-290 ms; a sequential scan
+# of all the vectors costs ~21,000 and takes ~260 ms.
+EXACT_MAX_ROWS = 10000
+EXACT_MAX_COST = 15000.0
 BM25_K1 = 1.2
 BM25_B = 0.75
 _QUERY_IDS = 10000
@@ -51,7 +64,7 @@ class SearchQueries:
 
     def message_count(self) -> int:
         with self.db.statement() as cur:
-            return cur.execute("SELECT count(*) FROM messages").fetchone()[0]
+            return cur.execute("SELECT count(*) FROM messages WHERE superseded_at IS NULL").fetchone()[0]
 
     def conversations_matching(self, text: str) -> list[int]:
         """Rows of conversations whose id is ``text`` or whose title contains it (case-insensitive, by
@@ -60,6 +73,13 @@ class SearchQueries:
         with self.db.statement() as cur:
             rows = cur.execute("SELECT id, conversation_id, title FROM conversations ORDER BY id").fetchall()
         return [row for row, conversation_id, title in rows if conversation_id == text or needle in title.casefold()]
+
+    def _without_needless_version_test(self, filters: StoreFilters) -> StoreFilters:
+        """``filters`` without the current-version test when no version is hidden (a small partial index
+        says): an unfiltered search keeps its plain plan."""
+        with self.db.statement() as cur:
+            hidden = cur.execute("SELECT EXISTS (SELECT 1 FROM messages WHERE superseded_at IS NOT NULL)").fetchone()[0]
+        return filters if hidden else replace(filters, include_superseded=True)
 
     def vector_hits(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass."""
@@ -73,7 +93,9 @@ class SearchQueries:
                              f"{dimensions}")
         if limit <= 0:
             return []
+        filters = self._without_needless_version_test(filters)
         where, params = _where(filters, _VECTOR_FIELDS)
+        reach, reach_params = _index_reach(filters)
         distance = (f"{vector_expression(self.vector_schema, dimensions, 'e.embedding')}"
                     f" {distance_operator(self.vector_schema)} %s{query_cast(self.vector_schema, dimensions)}")
         condition = f"e.space = {int(space)}" + (f" AND {where}" if where else "")
@@ -82,33 +104,71 @@ class SearchQueries:
                    " ORDER BY distance LIMIT %s) SELECT message, chunk, distance FROM relaxed"
                    " ORDER BY distance + 0, chunk")
         exact = (f"SELECT message, chunk, distance FROM (SELECT DISTINCT ON (e.message) e.message, e.chunk,"
-                 f" {distance} AS distance {source} ORDER BY e.message, distance, e.chunk) best"
+                 f" {distance} AS distance {source}{reach} ORDER BY e.message, distance, e.chunk) best"
                  " ORDER BY distance, message LIMIT %s")
-        depth = limit * 4
+        exact_values = [query, *params, *reach_params, limit]
         with self.db.transaction("read") as cur:
-            while depth <= MAX_INDEX_DEPTH:
-                ef_search = str(min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, depth)))
-                if self.iterative_scan:  # pgvector 0.8: the scan goes on past ef_search until the limit is met
-                    cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                                " set_config('hnsw.ef_search', %s, true)", (ef_search,))
-                else:  # an older pgvector returns at most ef_search rows; the exact scan makes up the rest
-                    cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef_search,))
-                rows = cur.execute(indexed, [query, *params, depth]).fetchall()
-                hits = _first_per_message(rows, limit)
-                if len(hits) >= limit:
+            if not (where and _selective(cur, (f"SELECT 1 {source}", params), (exact, exact_values))):
+                hits = self._index_hits(cur, indexed, [query, *params], limit)
+                if hits is not None:
                     return hits
-                if len(rows) < depth:
-                    break  # the index ran out of rows that pass: the exact scan says which there are
-                depth *= 4
-            rows = cur.execute(exact, [query, *params, limit]).fetchall()
+            rows = cur.execute(exact, exact_values).fetchall()
         return [ChunkHit(message, chunk, 1.0 - float(distance)) for message, chunk, distance in rows]
 
+    def _index_hits(self, cur: psycopg.Cursor, indexed: str, values: list, limit: int) -> list[ChunkHit] | None:
+        """The ``limit`` best messages through the HNSW index, searching deeper while a filter takes rows away;
+        None when the index runs out of rows that pass (the exact scan then says which there are)."""
+        depth = limit * 4
+        while depth <= MAX_INDEX_DEPTH:
+            ef_search = str(min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, depth)))
+            if self.iterative_scan:  # pgvector 0.8: the scan goes on past ef_search until the limit is met
+                cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+                            " set_config('hnsw.ef_search', %s, true)", (ef_search,))
+            else:  # an older pgvector returns at most ef_search rows; the exact scan makes up the rest
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef_search,))
+            rows = cur.execute(indexed, [*values, depth]).fetchall()
+            hits = _first_per_message(rows, limit)
+            if len(hits) >= limit:
+                return hits
+            if len(rows) < depth:
+                return None
+            depth *= 4
+        return None
+
     def keyword_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]:
-        """The ``limit`` messages whose best chunk ranks highest by BM25 for any of ``terms``."""
+        """The ``limit`` messages whose best chunk ranks highest by BM25 for any of ``terms``: words through
+        the tsvector index, terms of unspaced scripts as substrings (``stores/substring.py``)."""
         if not terms or limit <= 0:
             return []
+        filters = self._without_needless_version_test(filters)
+        words, unspaced = unspaced_terms(terms)
+        found = self._word_hits(words, filters, limit) if words else []
+        if not unspaced:
+            return found
+        with self.db.statement() as cur:
+            total = cur.execute("SELECT chunks FROM keyword_totals").fetchone()[0]
+        return merged(found, substring_hits(unspaced, self._chunks_holding, total,
+                                            lambda ids: self._passing(ids, filters)), limit=limit)
+
+    def _chunks_holding(self, term: str) -> list[tuple[int, int, str]]:
+        """Every chunk whose text holds ``term`` (a scan of the chunks' text)."""
+        with self.db.statement() as cur:
+            return cur.execute("SELECT id, message, text FROM chunks WHERE strpos(text, %s) > 0", (term,)).fetchall()
+
+    def _passing(self, ids: set[int], filters: StoreFilters) -> set[int]:
+        """The message ids among ``ids`` that pass ``filters``."""
+        where, params = _where(filters)
+        if not where or not ids:
+            return ids
+        with self.db.statement() as cur:
+            return {row[0] for row in cur.execute(
+                "SELECT m.id FROM messages m JOIN conversations v ON v.id = m.conversation"
+                f" WHERE m.id = ANY(%s::bigint[]) AND {where}", [sorted(ids), *params]).fetchall()}
+
+    def _word_hits(self, terms: Sequence[str], filters: StoreFilters, limit: int) -> list[ChunkHit]:
+        """The tsvector index's side, ranked by FTS5's BM25."""
         terms = list(terms)
-        prefixes = [bool(UNSPACED.search(term)) for term in terms]
+        prefixes = [False] * len(terms)  # whole words (unspaced scripts are matched as substrings)
         where, params = _where(filters)
         any_term = " || ".join(["sparky_term_query(%s, %s)"] * len(terms))
         filtered = (" JOIN messages m ON m.id = h.message JOIN conversations v ON v.id = m.conversation"
@@ -169,7 +229,8 @@ class SearchQueries:
         """Up to ``count`` stored messages before and after ``message`` in its conversation, in order."""
         query = (
             f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations v ON v.id = m.conversation"
-            " WHERE m.conversation = %s AND m.position {} %s ORDER BY m.position {} LIMIT %s"
+            " WHERE m.conversation = %s AND m.superseded_at IS NULL AND m.position {} %s"
+            " ORDER BY m.position {} LIMIT %s"
         )
         with self.db.statement() as cur:
             before = [MessageRow(*row) for row in cur.execute(
@@ -177,6 +238,27 @@ class SearchQueries:
             after = [MessageRow(*row) for row in cur.execute(
                 query.format(">", "ASC"), (message.conversation, message.position, count)).fetchall()]
         return before[::-1], after
+
+
+def _index_reach(filters: StoreFilters) -> tuple[str, list]:
+    """A condition that adds nothing to the filter but lets the planner reach a source's vectors through
+    indexes (a vector's source is its conversation's; conversations are indexed by source, vectors by
+    conversation), where ``e.source`` alone, unindexed, reads every row."""
+    if not filters.source:
+        return "", []
+    return " AND e.conversation = ANY(ARRAY(SELECT id FROM conversations WHERE source = %s))", [filters.source]
+
+
+def _selective(cur: psycopg.Cursor, passing: tuple[str, list], exact: tuple[str, list]) -> bool:
+    """Whether the planner expects few rows to pass (``passing``: a query of them) and the ``exact`` scan of
+    them to be cheap; both planned, neither run. (The exact plan's own row estimate cannot be used: the
+    source's conversations are an array it cannot size.)"""
+    return (_plan(cur, *passing)["Plan Rows"] <= EXACT_MAX_ROWS
+            and _plan(cur, *exact)["Total Cost"] <= EXACT_MAX_COST)
+
+
+def _plan(cur: psycopg.Cursor, sql: str, values: list) -> dict:
+    return cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", values).fetchone()[0][0]["Plan"]
 
 
 def _first_per_message(rows: list[tuple[int, int, float]], limit: int) -> list[ChunkHit]:
@@ -191,14 +273,15 @@ def _first_per_message(rows: list[tuple[int, int, float]], limit: int) -> list[C
 
 
 _MESSAGE_FIELDS = {"role": "m.role", "source": "v.source", "conversation": "m.conversation",
-                   "date": "coalesce(m.created_at, v.created_at)"}
-_VECTOR_FIELDS = {"role": "e.role", "source": "e.source", "conversation": "e.conversation", "date": "e.created_at"}
+                   "date": "coalesce(m.created_at, v.created_at)", "current": "m.superseded_at IS NULL"}
+_VECTOR_FIELDS = {"role": "e.role", "source": "e.source", "conversation": "e.conversation", "date": "e.created_at",
+                  "current": "e.current"}
 
 
 def _where(filters: StoreFilters, fields: dict[str, str] = _MESSAGE_FIELDS) -> tuple[str, list]:
     """The SQLite store's ``_where`` in PostgreSQL: conditions over ``m`` (messages) and ``v``
     (conversations), or over the same fields copied onto a vector's row (``_VECTOR_FIELDS``)."""
-    clauses: list[str] = []
+    clauses: list[str] = [] if filters.include_superseded else [fields["current"]]
     params: list = []
     if filters.role:
         clauses.append(f"{fields['role']} = %s")

@@ -22,7 +22,7 @@ import numpy as np
 import psycopg
 
 from ...crashpoints import crashpoint
-from ...errors import LockedError, StoreError
+from ...errors import LockedError, StoreError, TransientStoreError
 from .. import redact
 from ..records import MessageRecord, Space, StoredConversation, stats_of
 from . import schema
@@ -405,6 +405,11 @@ class AdvisoryLock:
         self._conn: psycopg.Connection | None = None
 
     def __enter__(self) -> "AdvisoryLock":
+        self._conn = self._take()
+        self.db.lock = self
+        return self
+
+    def _take(self) -> psycopg.Connection:
         conn = self.db.connect("sparky-lock")
         try:
             got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext('ingest:' || current_schema()))",
@@ -416,10 +421,26 @@ class AdvisoryLock:
             conn.close()
             raise LockedError(f"memory store {self.url} is in use by another ingestion; "
                               "wait for it to finish or stop it first")
-        self._conn = conn
-        return self
+        return conn
+
+    def confirm(self) -> None:
+        """Before a write: the lock's session is still there, else take the lock again (the server was
+        restarted or the connection dropped, which released it); another ingester holding it by then is a
+        LockedError, so two never write at once."""
+        try:
+            self._conn.execute("SELECT 1")
+            return
+        except psycopg.Error:
+            self._conn.close()
+        try:
+            self._conn = self._take()
+        except StoreError as exc:
+            if isinstance(exc, LockedError):
+                raise
+            raise TransientStoreError(f"{exc} (the lock's connection was lost)") from None
 
     def __exit__(self, *exc: object) -> None:
+        self.db.lock = None
         conn, self._conn = self._conn, None
         if conn is not None:
             try:  # closing the session releases the lock anyway

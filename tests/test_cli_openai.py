@@ -44,3 +44,19 @@ def test_with_yes_the_sample_is_embedded_by_the_server_and_searchable(tmp_path, 
         assert search.exit_code == 0 and "docker" in search.output.lower()
     for file in tmp_path.rglob("*"):
         assert not file.is_file() or KEY.encode() not in file.read_bytes(), file
+
+
+def test_search_over_an_openai_store_says_where_the_query_goes_and_uses_the_named_key(tmp_path, sample_export):
+    with FakeOpenAI(key=KEY) as server:
+        assert ingest(tmp_path, sample_export, server, "--yes").exit_code == 0
+        before = server.answered
+        search = CliRunner().invoke(cli, ["search", "docker permission denied", "--mode", "vector", "--all",
+                                          "--api-key-env", "MY_EMBED_KEY", "--db", str(tmp_path / "sparky_memory.db"),
+                                          "--format", "json"], env={"MY_EMBED_KEY": KEY})
+        assert search.exit_code == 0, search.output
+        assert f"Sending the query to {server.url.split('//')[1].split('/')[0]} to embed it with nomic-embed-text" \
+            in search.output and KEY not in search.output
+        assert server.answered == before + 1  # the query, once
+        keyword = CliRunner().invoke(cli, ["search", "docker", "--mode", "keyword",
+                                           "--db", str(tmp_path / "sparky_memory.db")])
+        assert keyword.exit_code == 0 and "Sending" not in keyword.output and server.answered == before + 1

@@ -558,20 +558,19 @@ def test_text_is_trimmed_at_a_word_to_its_share():
     assert estimate_tokens("列表推导式") == 5 and estimate_tokens("abcd" * 10) == 10
 
 
-def test_hits_become_exchanges_each_once():
-    from sparky.mcp.exchanges import exchanges
+def test_a_result_is_shown_as_its_exchange_with_the_matching_passage_when_cut():
+    from sparky.mcp.tools import _exchange_out
     from sparky.search import ContextMessage, SearchResult
 
-    def hit(role: str, position: int, before=(), after=()) -> SearchResult:
-        return SearchResult(f"key{position}", "c1", "Title", "chatgpt", role, None, position, f"{role} {position}",
-                            1.0, f"{role} {position}", (), before=tuple(before), after=tuple(after))
-
-    question, answer = ContextMessage("user", None, 0, "user 0"), ContextMessage("assistant", None, 1, "assistant 1")
-    follow_up = ContextMessage("user", None, 2, "user 2")
-    found = exchanges([hit("assistant", 1, [question], [follow_up]), hit("user", 0, [], [answer]),
-                       hit("user", 2, [answer], [])])
-    assert [(item.matched, item.question.text if item.question else None, item.answer.text if item.answer else None)
-            for item in found] == [("answer", "user 0", "assistant 1"), ("question", "user 2", None)]
+    long_answer = "Intro words. " * 400 + "The quokka is called Bramblethorn."
+    question = ContextMessage("user", None, 0, "Name my quokka", key="q")
+    answer = ContextMessage("assistant", None, 1, long_answer, key="a")
+    hit = SearchResult("a", "c1", "Pets", "chatgpt", "assistant", None, 1, long_answer, 0.8,
+                       "The quokka is called Bramblethorn.", (), question=question, answer=answer)
+    shown = _exchange_out(1, hit, share=50)
+    assert (shown.matched, shown.question) == ("answer", "Name my quokka")
+    assert shown.answer == "The quokka is called Bramblethorn."  # cut: the passage that matched, not the intro
+    assert (shown.citation.conversation, shown.citation.message) == ("c1", "a")
 
 
 @pytest.mark.parametrize("host, allow_remote, token, expected", [

@@ -134,15 +134,15 @@ def test_exact_command_is_found_first(searcher, mode):
 def test_paraphrase_is_found_by_meaning(searcher):
     query = "yeast culture refuses to rise"
     assert searcher.search(query, k=3, mode="keyword") == []  # no word in common
-    results = searcher.search(query, k=3, mode="vector")
+    results = searcher.search(query, k=3, mode="vector", exchanges=False, floor=False)
     assert [r.conversation_id for r in results[:2]] == ["conv-bread", "conv-bread"]
     assert results[0].vector_score is not None and results[0].keyword_score is None
 
 
 def test_hybrid_finds_the_question_behind_the_issue_query(searcher):
-    results = searcher.search("how did I fix the docker permission error", k=5)
-    assert any("usermod -aG docker" in text for text in texts(results))
-    assert any("permission denied while trying to connect" in text for text in texts(results))
+    first = searcher.search("how did I fix the docker permission error", k=5)[0]
+    assert "usermod -aG docker" in first.answer.text
+    assert "permission denied while trying to connect" in first.question.text
 
 
 def test_a_message_appears_once_with_its_best_chunk(tmp_path):
@@ -167,7 +167,7 @@ def test_filter_reaches_past_the_unfiltered_top_k(searcher):
     unfiltered = texts(searcher.search("docker", k=3, mode="keyword"))
     assert not any("kitchen laptop" in text for text in unfiltered)
     for mode in ("keyword", "hybrid", "vector"):
-        filtered = searcher.search("docker", k=3, mode=mode, filters=Filters(source="claude"))
+        filtered = searcher.search("docker", k=3, mode=mode, filters=Filters(source="claude"), floor=False)
         assert "Unrelated: is docker installed on the kitchen laptop?" in texts(filtered), mode
 
 
@@ -194,14 +194,14 @@ def test_keyword_filter_returns_every_match_that_exists(searcher, store_path):
 ])
 @pytest.mark.parametrize("mode", ["vector", "hybrid"])
 def test_each_filter_returns_exactly_the_messages_that_pass(searcher, store_path, filters, keep, mode):
-    results = searcher.search("anything at all", k=100, mode=mode, filters=filters)
+    results = searcher.search("anything at all", k=100, mode=mode, filters=filters, floor=False, exchanges=False)
     expected = sorted(m[0] for m in all_messages(store_path) if keep(m))
     assert expected and sorted(texts(results)) == expected
 
 
 def test_date_filter_uses_the_conversation_date_when_the_message_has_none(searcher):
     march_5 = Filters(since=parse_when("2024-03-05"), until=parse_when("2024-03-05", end=True))
-    results = searcher.search("starter", k=10, mode="vector", filters=march_5)
+    results = searcher.search("starter", k=10, mode="vector", filters=march_5, exchanges=False, floor=False)
     assert {r.text[:20] for r in results} == {"My sourdough starter", "Keep the starter aro"}
     assert all(r.created_at == day("2024-03-05") for r in results)
 
@@ -242,7 +242,7 @@ def test_context_ignores_the_role_filter(searcher):
 # Output formats
 
 def test_json_format_is_one_document(store_path):
-    result = search_cli(store_path, "docker permission", "--format", "json", "-k", "2", "--context", "1")
+    result = search_cli(store_path, "docker permission", "--format", "json", "-k", "2", "--context", "1", "--all")
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert document["query"] == "docker permission" and document["mode"] == "hybrid"
@@ -262,10 +262,11 @@ def test_context_format_is_a_prompt_ready_block(store_path):
     assert lines[3].startswith("user: That worked")
 
 
-def test_table_is_the_default_even_when_not_a_terminal(store_path):
+def test_readable_text_is_the_default_and_plain_when_not_a_terminal(store_path):
     result = search_cli(store_path, "sourdough starter", "-k", "2", "--mode", "keyword")
     assert result.exit_code == 0, result.output
-    assert "Sourdough starter" in result.output and "BM25" in result.output and "┃" in result.output
+    assert result.output.startswith("[1] Sourdough starter trouble\n") and "BM25" in result.output
+    assert "┃" not in result.output and "\x1b" not in result.output
 
 
 def test_every_option_of_the_command(store_path):
@@ -280,6 +281,8 @@ def test_every_option_of_the_command(store_path):
 def test_no_match_says_so(store_path):
     result = search_cli(store_path, "zyzzyva", "--mode", "keyword")
     assert result.exit_code == 0 and "No messages match." in result.output
+    result = search_cli(store_path, "zyzzyva")
+    assert result.exit_code == 0 and "No good match" in result.stderr and result.stdout == ""
 
 
 # Odd queries
@@ -293,7 +296,7 @@ ODD_QUERIES = ['"unbalanced', 'say "hello" there', "AND OR NOT NEAR", "NEAR(dock
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
 def test_odd_queries_are_never_read_as_fts_syntax(searcher, query, mode):
     """FTS5 syntax in a query is matched as words: no error, and every keyword hit holds one of its words."""
-    results = searcher.search(query, k=3, mode=mode)
+    results = searcher.search(query, k=3, mode=mode, floor=False, exchanges=False)
     words = [word.casefold() for word in re.findall(r"[^\W_]+", query)]
     if mode == "keyword":
         assert all(any(word in result.text.casefold() for word in words) for result in results), query
@@ -304,8 +307,10 @@ def test_odd_queries_are_never_read_as_fts_syntax(searcher, query, mode):
 
 def test_odd_queries_still_match_their_words(searcher):
     assert searcher.search("東京で一番おいしいラーメン屋はどこですか", k=1, mode="keyword")[0].title == "Voyage au Japon"
-    tokyo = searcher.search("東京", k=1, mode="keyword")[0]  # unspaced scripts match as prefixes of a run
+    tokyo = searcher.search("東京", k=1, mode="keyword")[0]  # unspaced scripts match as substrings of a run
     assert tokyo.text.startswith("東京で") and tokyo.highlights == ((0, 2),)
+    ramen = searcher.search("ラーメン", k=1, mode="keyword")[0]  # inside the run, through the trigram index
+    assert ramen.text.startswith("東京で")
     assert "Kyoto" in searcher.search("à Kyoto?", k=1, mode="keyword")[0].text
     assert "numpy" in searcher.search('ModuleNotFoundError: "numpy"', k=1, mode="keyword")[0].text
     assert searcher.search("🎉", k=3, mode="keyword") == []
@@ -317,7 +322,7 @@ def test_keyword_terms_and_the_fts_expression_quote_every_term():
     assert fts_match(keyword_terms('say "hello" (today)')) == '"say" OR """hello""" OR "(today)"'
     assert keyword_terms("the how") == ["the", "how"]
     assert keyword_terms("* : ( ) 🎉") == []
-    assert fts_match(["東京"]) == '"東京" *'
+    assert fts_match(["東京"]) == '"東京"'
 
 
 @pytest.mark.parametrize("query", ["docker\x00permission", "docker\x1b[31mpermission", "\x00docker", "docker\u200b"])
@@ -386,7 +391,7 @@ def test_new_messages_are_found_after_the_cached_matrix_goes_stale(tmp_path):
     path = make_store(tmp_path / "grow.db", CONVERSATIONS[:1])
     store = open_for_search(str(path))
     searcher = Searcher(store)
-    assert searcher.search("sourdough starter", k=1, mode="vector")[0].conversation_id == "conv-docker"
+    assert searcher.search("sourdough starter", k=1, mode="vector", floor=False)[0].conversation_id == "conv-docker"
     writer = SQLiteStore(path)
     writer.upsert(records(CONVERSATIONS[1:2]))
     writer.close()

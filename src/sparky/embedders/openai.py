@@ -107,7 +107,10 @@ class OpenAIEmbedder:
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  dimensions: int | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-                 max_tokens: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+                 max_tokens: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 width: int | None = None) -> None:
+        """``dimensions`` is asked of the server (text-embedding-3-*); ``width`` is the vector width already
+        known (a store's recorded one), so no probe request learns it."""
         try:
             import openai
         except ImportError:
@@ -127,7 +130,7 @@ class OpenAIEmbedder:
         known = OPENAI_MODELS.get(self.api_model)
         self.known_model = known is not None
         self._send_dimensions = self._requested_dimensions(dimensions, known)
-        self._dimensions: int | None = dimensions or (known[1] if known else None)
+        self._dimensions: int | None = dimensions or (known[1] if known else None) or width
         self.model = recorded_name(self.api_model, self.base_url, self._send_dimensions)
 
         key = os.environ.get(api_key_env, "").strip() if api_key_env else ""

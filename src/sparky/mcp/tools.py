@@ -26,7 +26,6 @@ from ..stores import Store
 from ..stores.reads import StoredMessage
 from .budget import DEFAULT_BUDGET, MIN_SHARE, Budget, estimate_tokens, trim
 from .catalogue import Catalogue, ConversationInfo, message_id
-from .exchanges import CONTEXT, Exchange, exchanges
 from .results import (Citation, ConversationList, ConversationOut, ConversationPage, ExchangeOut, MemoryStats,
                       MessageOut, SearchAnswer)
 
@@ -94,10 +93,8 @@ class MemoryTools:
             filters = Filters(role, conversation, source, parse_when(since) if since else None,
                               parse_when(until, end=True) if until else None)
             wanted = offset + k
-            results = self._search().search(query, k=2 * wanted, filters=filters, context=CONTEXT)
-            found = exchanges(results)
-            more = len(found) > wanted or len(results) == 2 * wanted
-            answer = self._pack_exchanges(found[offset:wanted], offset, more)
+            found = self._search().search(query, k=wanted + 1, filters=filters)  # one result per exchange
+            answer = self._pack_exchanges(found[offset:wanted], offset, more=len(found) > wanted)
             return self._reply("search_memory", answer, started)
 
     def get_conversation(self, id: Annotated[str, Field(min_length=1, description=(
@@ -198,7 +195,7 @@ class MemoryTools:
             self._searcher = Searcher(self.store, self.embedder)
         return self._searcher
 
-    def _pack_exchanges(self, found: list[Exchange], offset: int, more: bool) -> SearchAnswer:
+    def _pack_exchanges(self, found: list[SearchResult], offset: int, more: bool) -> SearchAnswer:
         budget = Budget(self.budget)
         share = max(MIN_SHARE, self.budget // max(1, len(found)) // 2)  # each half of each exchange
         shown: list[ExchangeOut] = []
@@ -242,22 +239,22 @@ def _load_quietly(name: str) -> None:
         log.debug("loading %s failed: %s", name, exc)
 
 
-def _exchange_out(rank: int, exchange: Exchange, share: int) -> ExchangeOut:
-    hit = exchange.hit
+def _exchange_out(rank: int, hit: SearchResult, share: int) -> ExchangeOut:
+    """A search result as the exchange it belongs to; the half that matched shows its passage when cut."""
     passage = hit.snippet or hit.text
 
-    def half(message: SearchResult | ContextMessage | None) -> str | None:
+    def half(message: ContextMessage | None) -> str | None:
         if message is None:
             return None
         text, cut = trim(message.text, share)
-        if cut and message is hit:  # the start of a long message may miss the match: show the passage
+        if cut and message.key == hit.key:  # the start of a long message may miss the match: show the passage
             text = trim(passage, share)[0]
         return text
 
     return ExchangeOut(rank=rank, title=hit.title, date=iso_date(hit.created_at), source=hit.source,
-                       matched=exchange.matched, question=half(exchange.question), answer=half(exchange.answer),
-                       passage=passage, citation=Citation(conversation=hit.conversation_id, message=message_id(hit)),
-                       score=hit.score)
+                       matched="question" if hit.role == "user" else "answer", question=half(hit.question),
+                       answer=half(hit.answer), passage=passage,
+                       citation=Citation(conversation=hit.conversation_id, message=message_id(hit)), score=hit.score)
 
 
 def _message_out(row: StoredMessage, text: str, trimmed: bool) -> MessageOut:

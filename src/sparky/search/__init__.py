@@ -1,7 +1,10 @@
-"""Memory search: vector k-NN and FTS5 keyword search fused by reciprocal rank, with filters and context.
+"""Memory search: vector k-NN and FTS5 keyword search, fused by a combination of their scores (``fusion``),
+with filters, a relevance floor, exchanges and context.
 
-Results are messages (a message's best chunk represents it; no message twice). Filters are applied by
-the store before any top-k cut. Dates are UTC. Keyword mode never loads the embedding model.
+Results are messages (a message's best chunk represents it; no message twice, and by default no exchange
+twice: a question and its answer come as one result, with both). Results below the mode's calibrated floor
+are not returned: an empty list means no good match. Filters are applied by the store before any top-k
+cut. Dates are UTC. Keyword mode never loads the embedding model.
 """
 
 from __future__ import annotations
@@ -11,20 +14,34 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ..embedders.openai_names import is_recorded_openai
 from ..errors import SparkyError
 from ..stores import ChunkHit, MessageRow, Store, StoreFilters
-from .fusion import RRF_K, SIDE_DEPTH, fuse
+from .fusion import RRF_K, SIDE_DEPTH, VECTOR_WEIGHT, combine, fuse, keyword_evidence
 from .query import SearchError, clean_query, iso_date, keyword_terms, parse_when
-from .snippets import make_snippet, query_terms
+from .snippets import make_snippet, passage_windows, query_terms
 
 if TYPE_CHECKING:
     from ..embedders import Embedder
 
-__all__ = ["MODES", "RRF_K", "SIDE_DEPTH", "ContextMessage", "Filters", "SearchError", "SearchResult", "Searcher",
-           "fuse", "iso_date", "keyword_terms", "open_for_search", "parse_when", "preload_embedder"]
+__all__ = ["FLOORS", "FUSIONS", "MODES", "RRF_K", "SIDE_DEPTH", "ContextMessage", "Filters", "SearchError",
+           "SearchResult", "Searcher", "combine", "fuse", "iso_date", "keyword_terms", "open_for_search", "parse_when",
+           "preload_embedder"]
 
 MODES = ("hybrid", "vector", "keyword")
+FUSIONS = ("combined", "rrf")
 NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1e-6: BM25 stays below this
+# The relevance floor per mode, on the score that mode ranks by (hybrid: the combined score; vector: the
+# cosine; keyword: BM25, where any word matched counts). From bench/search_quality.py --sweep among
+# generated distractors: the lowest floor at which every English no-answer query is said as such (93 %
+# of the answerable queries still answered in hybrid mode, 77 % in vector mode; MiniLM cannot tell
+# unrelated texts of other scripts apart, so those no-answer queries stay above any useful floor).
+FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
+# Results whose passage, when it holds none of the query's words, is the window of their chunk closest
+# in meaning: a few windows embedded per result (~15 ms each on 2 cores), so only for those read first.
+RATED_PASSAGES = 5
 _PRELOADS: dict[str, threading.Thread] = {}
 
 
@@ -37,21 +54,29 @@ class Filters:
     source: str | None = None
     since: float | None = None  # epoch seconds, inclusive
     until: float | None = None  # epoch seconds, exclusive
+    include_superseded: bool = False  # also old versions of edited or replaced messages
 
 
 @dataclass(frozen=True)
 class ContextMessage:
-    """A neighbouring message shown around a hit."""
+    """A message shown with a hit: a neighbour, or the other half of its exchange."""
 
     role: str
     created_at: float | None
     position: int
     text: str
+    key: str = ""
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One message that answers the query, with where it came from and why it matched."""
+    """One message that answers the query, with where it came from and why it matched.
+
+    ``question`` and ``answer`` are the exchange the hit belongs to (the user message and the assistant
+    message that follows it; one of them is the hit itself, the other None when the conversation has none).
+    ``passage`` is where the ``snippet`` lies in ``text``: the best window of whole sentences of the chunk
+    that matched.
+    """
 
     key: str
     conversation_id: str
@@ -61,21 +86,25 @@ class SearchResult:
     created_at: float | None  # the message's time, else its conversation's
     position: int
     text: str
-    score: float  # hybrid: fused RRF score; vector: cosine; keyword: -bm25
+    score: float  # hybrid: combined score (0-1; RRF score with fusion="rrf"); vector: cosine; keyword: BM25
     snippet: str
     highlights: tuple[tuple[int, int], ...]  # [start, end) spans of query terms in ``snippet``
     vector_score: float | None = None
     keyword_score: float | None = None
     before: tuple[ContextMessage, ...] = field(default_factory=tuple)
     after: tuple[ContextMessage, ...] = field(default_factory=tuple)
+    question: ContextMessage | None = None
+    answer: ContextMessage | None = None
+    passage: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; dates as ISO 8601 UTC."""
         data = asdict(self)
         data["created_at"] = iso_date(self.created_at)
         data["highlights"] = [list(span) for span in self.highlights]
-        for side in ("before", "after"):
-            for item in data[side]:
+        data["passage"] = list(self.passage)
+        for item in (*data["before"], *data["after"], data["question"], data["answer"]):
+            if item is not None:
                 item["created_at"] = iso_date(item["created_at"])
         return data
 
@@ -107,11 +136,14 @@ def _load_quietly(name: str) -> None:
 class Searcher:
     """Searches one store; keeps the embedding model and the vector matrix loaded between searches."""
 
-    def __init__(self, store: Store, embedder: str | None = None) -> None:
-        """``embedder`` names the model for queries; by default the one the store was built with."""
+    def __init__(self, store: Store, embedder: "str | Embedder | None" = None) -> None:
+        """``embedder`` names the model for queries (or is one, built by the caller: an OpenAI-compatible
+        model with its key's variable); by default the one the store was built with."""
         self.store = store
-        self.requested_embedder = embedder
-        if store.message_count() == 0:
+        self.given_embedder = None if embedder is None or isinstance(embedder, str) else embedder
+        self.requested_embedder = embedder if isinstance(embedder, str) else None
+        self.documents = store.message_count()  # for the keyword side's IDF scale: its logarithm barely moves
+        if self.documents == 0:
             raise SearchError(f"{store.url}: the memory store is empty; run `sparky ingest EXPORT` first")
 
     @functools.cached_property
@@ -119,26 +151,46 @@ class Searcher:
         """The embedder for queries: the one requested, else the one the store was built with (resolved once)."""
         from ..embedders import resolve_embedder
 
+        if self.given_embedder is not None:
+            return self.given_embedder.model
         try:
             return resolve_embedder(self.requested_embedder, self.store.meta().get("model"))
         except SparkyError as exc:
             raise SearchError(f"{self.store.url}: {exc}; use --mode keyword") from None
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", filters: Filters = Filters(),
-               context: int = 0, depth: int = SIDE_DEPTH, rrf_k: int = RRF_K) -> list[SearchResult]:
-        """The ``k`` best messages for ``query``, each with ``context`` neighbours on either side."""
+               context: int = 0, depth: int = SIDE_DEPTH, rrf_k: int = RRF_K, *, fusion: str = "combined",
+               floor: bool = True, min_score: float | None = None, exchanges: bool = True) -> list[SearchResult]:
+        """The ``k`` best messages for ``query``, each with its exchange and ``context`` neighbours on either
+        side; [] when none reaches the relevance floor.
+
+        ``floor=False`` returns the best ``k`` however weak; ``min_score`` replaces the mode's calibrated
+        floor (``FLOORS``). With ``exchanges``, a question and its answer are one result (the better hit).
+        ``fusion="rrf"`` ranks hybrid results by reciprocal rank fusion (``rrf_k``), the fusion before
+        ``combine``; it has no calibrated floor, so only ``min_score`` applies to it.
+        """
         query = clean_query(query)
         if mode not in MODES:
             raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if fusion not in FUSIONS:
+            raise SearchError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
         where = self._store_filters(filters)
-        side_limit = max(k, depth) if mode == "hybrid" else k
-        keyword = self._keyword(query, where, side_limit) if mode != "vector" else []
-        vector = self._vector(query, where, side_limit) if mode != "keyword" else []
-        if mode == "hybrid":  # a keyword hit on words most messages hold (BM25 ~ 0) is no evidence
-            ranked = fuse([vector, [hit for hit in keyword if hit.score > NO_EVIDENCE]], rrf_k)[:k]
-        else:
+        terms = keyword_terms(query)
+        side_limit = max(k, depth) if mode == "hybrid" else k * 2 if exchanges else k
+        keyword = self.store.keyword_hits(terms, where, side_limit) if mode != "vector" else []
+        vector, query_vector = self._vector(query, where, side_limit) if mode != "keyword" else ([], None)
+        if mode != "hybrid":
             ranked = [(hit.message, hit.score) for hit in (vector if mode == "vector" else keyword)]
-        return self._results(query, ranked, vector, keyword, context)
+        elif fusion == "rrf":  # a keyword hit on words most messages hold (BM25 ~ 0) is no evidence
+            ranked = fuse([vector, [hit for hit in keyword if hit.score > NO_EVIDENCE]], rrf_k)
+        else:
+            ranked = combine(vector, keyword, self.documents, len(terms))
+        threshold = min_score if min_score is not None else None if fusion == "rrf" and mode == "hybrid" \
+            else FLOORS[mode]
+        if floor and threshold is not None:
+            ranked = [(message, score) for message, score in ranked if score >= threshold]
+        chosen = self._chosen(ranked, k, exchanges)
+        return self._results(query, len(terms), chosen, vector, keyword, context, query_vector)
 
     def _store_filters(self, filters: Filters) -> StoreFilters:
         rows = None
@@ -146,11 +198,10 @@ class Searcher:
             rows = tuple(self.store.conversations_matching(filters.conversation))
             if not rows:
                 raise SearchError(f"no conversation has the id or a title containing {filters.conversation!r}")
-        return StoreFilters(filters.role, filters.source, rows, filters.since, filters.until)
+        return StoreFilters(filters.role, filters.source, rows, filters.since, filters.until,
+                            filters.include_superseded)
 
-    def _vector(self, query: str, where: StoreFilters, limit: int) -> list[ChunkHit]:
-        import numpy as np
-
+    def _vector(self, query: str, where: StoreFilters, limit: int) -> tuple[list[ChunkHit], np.ndarray]:
         meta = self.store.meta()
         embedder = self._embedder()
         if meta.get("model") != embedder.model or meta.get("dimensions") != str(embedder.dimensions):
@@ -159,46 +210,116 @@ class Searcher:
                 f" dimensions), not {embedder.model} ({embedder.dimensions}); search with the same --embedder"
                 " or use --mode keyword"
             )
-        vector = np.asarray(embedder.embed([query]), dtype=np.float32)[0]
-        return self.store.vector_hits(vector, where, limit)
-
-    def _keyword(self, query: str, where: StoreFilters, limit: int) -> list[ChunkHit]:
-        return self.store.keyword_hits(keyword_terms(query), where, limit)
+        embed = getattr(embedder, "embed_query", embedder.embed)  # models that embed queries their own way (E5)
+        vector = np.asarray(embed([query]), dtype=np.float32)[0]
+        return self.store.vector_hits(vector, where, limit), vector
 
     def _embedder(self) -> Embedder:
         from ..embedders import get_embedder  # loads the model once per process
 
+        if self.given_embedder is not None:
+            return self.given_embedder
         if self.embedder_name in _PRELOADS:
             _PRELOADS[self.embedder_name].join()
         return get_embedder(self.embedder_name)
 
-    def _results(self, query: str, ranked: list[tuple[int, float]], vector: list[ChunkHit],
-                 keyword: list[ChunkHit], context: int) -> list[SearchResult]:
+    def _chosen(self, ranked: list[tuple[int, float]], k: int,
+                exchanges: bool) -> list[tuple[MessageRow, float, Exchange]]:
+        """The first ``k`` ranked messages still stored, each with its exchange; with ``exchanges``, only the
+        best-ranked message of each exchange."""
+        chosen: list[tuple[MessageRow, float, Exchange]] = []
+        seen: set[tuple[int, int]] = set()
+        for start in range(0, len(ranked), k):
+            part = ranked[start:start + k]
+            rows = self.store.messages([message for message, _ in part])
+            for message, score in part:
+                row = rows.get(message)
+                if row is None:  # removed by a reset since the vectors were read
+                    continue
+                exchange = self._exchange(row)
+                if exchanges and exchange.id in seen:
+                    continue
+                seen.add(exchange.id)
+                chosen.append((row, score, exchange))
+                if len(chosen) == k:
+                    return chosen
+        return chosen
+
+    def _exchange(self, row: MessageRow) -> Exchange:
+        """The user message and the assistant message that follows it, the one holding ``row``."""
+        before, after = self.store.neighbours(row, 1)
+        if row.role == "user":
+            answer = after[0] if after and after[0].role == "assistant" else None
+            return Exchange((row.conversation, row.position), row, answer)
+        question = before[0] if before and before[0].role == "user" else None
+        return Exchange((row.conversation, (question or row).position), question, row)
+
+    def _results(self, query: str, term_count: int, chosen: list[tuple[MessageRow, float, Exchange]],
+                 vector: list[ChunkHit], keyword: list[ChunkHit], context: int,
+                 query_vector: np.ndarray | None) -> list[SearchResult]:
         by_vector = {hit.message: hit for hit in vector}
         by_keyword = {hit.message: hit for hit in keyword}
-        rows = self.store.messages([message for message, _ in ranked])
-        chunks = self.store.chunk_texts(
-            [(by_keyword.get(message) or by_vector[message]).chunk for message, _ in ranked])
+        rows = [row for row, _, _ in chosen]
+        hit_chunks = {row.id: self._hit_chunk(by_vector.get(row.id), by_keyword.get(row.id), term_count)
+                      for row in rows}
+        chunks = self.store.chunk_texts(list(hit_chunks.values()))
         terms = query_terms(query)
+        passages = self._passages(rows, {row.id: chunks.get(hit_chunks[row.id], "") for row in rows}, terms,
+                                  query_vector)
         results = []
-        for message, score in ranked:
-            row = rows.get(message)
-            if row is None:  # removed by a reset since the vectors were read
-                continue
-            chunk = (by_keyword.get(message) or by_vector[message]).chunk
-            snippet, spans = make_snippet(row.text, chunks.get(chunk, ""), terms)
+        for row, score, exchange in chosen:
+            snippet, spans = make_snippet(row.text, passages[row.id], terms)
             before, after = self.store.neighbours(row, context) if context else ([], [])
+            vector_hit, keyword_hit = by_vector.get(row.id), by_keyword.get(row.id)
             results.append(SearchResult(
                 row.key, row.conversation_id, row.title, row.source, row.role, row.created_at, row.position,
                 row.text, score, snippet, spans,
-                by_vector[message].score if message in by_vector else None,
-                by_keyword[message].score if message in by_keyword else None,
-                tuple(_context(item) for item in before), tuple(_context(item) for item in after),
+                vector_hit.score if vector_hit else None, keyword_hit.score if keyword_hit else None,
+                tuple(map(_context, before)), tuple(map(_context, after)),
+                _context(exchange.question) if exchange.question else None,
+                _context(exchange.answer) if exchange.answer else None,
+                passages[row.id],
             ))
         return results
 
+    def _passages(self, rows: list[MessageRow], chunks: dict[int, str], terms: list[str],
+                  query_vector: np.ndarray | None) -> dict[int, tuple[int, int]]:
+        """Each row's passage in its hit chunk: by the query's words, else (for the first ``RATED_PASSAGES``
+        rows, in one batch, with a local model: a network one is sent the query only) the window whose
+        embedding is closest to the query's, else the chunk's first."""
+        chosen: dict[int, tuple[int, int]] = {}
+        pending: dict[int, list[tuple[int, int]]] = {}
+        for rank, row in enumerate(rows):
+            passage, candidates = passage_windows(row.text, chunks[row.id], terms)
+            chosen[row.id] = passage or candidates[0]
+            if passage is None and rank < RATED_PASSAGES:
+                pending[row.id] = candidates
+        if pending and query_vector is not None and not is_recorded_openai(self.embedder_name):
+            texts = [next(row.text for row in rows if row.id == message)[a:b]
+                     for message, candidates in pending.items() for a, b in candidates]
+            similarity = iter(np.asarray(self._embedder().embed(texts), dtype=np.float32) @ query_vector)
+            for message, candidates in pending.items():
+                rated = [float(next(similarity)) for _ in candidates]
+                chosen[message] = candidates[rated.index(max(rated))]
+        return chosen
+
+    def _hit_chunk(self, vector: ChunkHit | None, keyword: ChunkHit | None, terms: int) -> int:
+        """The chunk that matched: the keyword side's when its words are real evidence and weigh more in the
+        combined score than the vector side's cosine, else the vector side's."""
+        if keyword is None or vector is None:
+            return (keyword or vector).chunk  # type: ignore[union-attr]
+        evidence = keyword_evidence(keyword.score, self.documents, terms)
+        return keyword.chunk if (1 - VECTOR_WEIGHT) * evidence >= VECTOR_WEIGHT * vector.score else vector.chunk
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A question and its answer; ``id`` is (conversation row, position of its first message)."""
+
+    id: tuple[int, int]
+    question: MessageRow | None
+    answer: MessageRow | None
+
 
 def _context(row: MessageRow) -> ContextMessage:
-    return ContextMessage(row.role, row.created_at, row.position, row.text)
-
-
+    return ContextMessage(row.role, row.created_at, row.position, row.text, row.key)

@@ -21,14 +21,28 @@ STOPWORDS = frozenset(  # the usual English list (NLTK's, without contractions):
     " down in out on off over under again further then once here there when where why how all any both each"
     " few more most other some such no nor not only own same so than too very s t can will just don should now"
     .split()
+) | frozenset(  # and the commonest function words of the other languages written with spaces that people
+    # ask in most (Spanish, German, French, Portuguese, Italian, Dutch, Polish): without them, a question's
+    # "de", "die" or "w" is a rare word among English messages, and matches any message in that language
+    "el la los las un una unos unas de del al y o que en es por para con se su sus lo le como más pero mi"
+    " me te muy ya cómo qué cuál dónde cuándo hay son está"  # es
+    " der die das den dem des ein eine einen einem einer und oder ist sind ich du er sie es wir ihr mit von"
+    " zu im am auf für nicht wie was wo wann bei aus auch noch"  # de
+    " le les une et ou est sont je tu il elle nous vous ils du au aux dans sur pour avec pas ne ce cette qui"
+    " comment quand où"  # fr
+    " o os as um uma e é são eu com do da dos das no na nos nas em para não como"  # pt
+    " il lo gli di del della e è sono io con per non come che"  # it
+    " het een en ik je hij zij wij met van voor op niet hoe wat waar"  # nl
+    " i w z na do się nie jest są to że jak co czy od po za dla przy ten ta o"  # pl
+    .split()
 )
 
 
 def keyword_terms(query: str) -> list[str]:
     """The words of the query a keyword search should match, in order, each once.
 
-    Tokens are split on whitespace and kept only if they hold a letter or digit; common English words
-    are left out unless nothing else remains.
+    Tokens are split on whitespace and kept only if they hold a letter or digit; common words (English,
+    and the function words of a few other languages) are left out unless nothing else remains.
     """
     tokens = [token for token in query.split() if any(char.isalnum() for char in token)]
     content = [token for token in tokens if _bare(token) not in STOPWORDS]

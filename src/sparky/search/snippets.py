@@ -1,13 +1,18 @@
-"""The passage of a message shown for a hit, with the query's words marked."""
+"""The passage of a message shown for a hit: the best window of whole sentences of the chunk that matched,
+with the query's words marked."""
 
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 from ..text import UNSPACED
 from .query import STOPWORDS
 
-SNIPPET_CHARS = 240
+PASSAGE_CHARS = 320  # a window of whole sentences up to about this long (one sentence, however long, fits)
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|(?<=[。！？])\s*|\n\s*")
+
+Span = tuple[int, int]
 
 
 def query_terms(query: str) -> list[str]:
@@ -16,47 +21,85 @@ def query_terms(query: str) -> list[str]:
     return [word for word in words if word not in STOPWORDS]
 
 
-def make_snippet(text: str, chunk: str, terms: list[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
-    """About ``SNIPPET_CHARS`` of the message around the densest run of query terms, with their spans.
-
-    When no term occurs, the start of the best-matching chunk stands in.
-    """
-    text = " ".join(text.split())
-    matches = _term_spans(text, terms)
-    if not matches:
-        chunk = " ".join(chunk.split())
-        snippet = chunk[:SNIPPET_CHARS] + ("…" if len(chunk) > SNIPPET_CHARS else "")
-        return snippet, ()
-    first = _densest_window(matches, SNIPPET_CHARS)
-    start = max(0, first - SNIPPET_CHARS // 5)
-    if start:
-        space = text.find(" ", start, first)
-        start = space + 1 if space != -1 else start
-    end = min(len(text), start + SNIPPET_CHARS)
-    prefix = "…" if start else ""
-    snippet = prefix + text[start:end] + ("…" if end < len(text) else "")
-    shift = len(prefix) - start
-    spans = tuple((a + shift, b + shift) for a, b in matches if a >= start and b <= end)
-    return snippet, spans
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[Span]:
+    """``[start, end)`` spans of the sentences (and lines) of ``text[start:end]``, surrounding space left out."""
+    end = len(text) if end is None else end
+    spans, at = [], start
+    for cut in _SENTENCE_END.finditer(text, start, end):
+        _add_stripped(text, at, cut.start(), spans)
+        at = cut.end()
+    _add_stripped(text, at, end, spans)
+    return spans
 
 
-def _term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
+def _add_stripped(text: str, start: int, end: int, spans: list[Span]) -> None:
+    piece = text[start:end]
+    if piece.strip():
+        left = len(piece) - len(piece.lstrip())
+        spans.append((start + left, start + len(piece.rstrip())))
+
+
+def windows(sentences: list[Span], width: int = PASSAGE_CHARS) -> list[Span]:
+    """Every run of consecutive sentences that starts at a sentence and fits ``width`` (at least one)."""
+    found = []
+    for first, (start, end) in enumerate(sentences):
+        for _, next_end in sentences[first + 1:]:
+            if next_end - start > width:
+                break
+            end = next_end
+        found.append((start, end))
+    return found
+
+
+def term_spans(text: str, terms: Sequence[str], start: int = 0, end: int | None = None) -> list[Span]:
+    """Where the terms occur in ``text[start:end]``: whole words, as FTS5 matches them (unspaced scripts
+    anywhere), case-insensitive."""
     if not terms:
         return []
-    alternatives = "|".join(  # whole words, as FTS5 matches them; unspaced scripts match anywhere
+    alternatives = "|".join(
         re.escape(term) if UNSPACED.search(term) else rf"(?<![^\W_]){re.escape(term)}(?![^\W_])"
         for term in sorted(terms, key=len, reverse=True)
     )
-    pattern = re.compile(alternatives, re.IGNORECASE)
-    return [match.span() for match in pattern.finditer(text)]
+    return [match.span() for match in re.compile(alternatives, re.IGNORECASE).finditer(
+        text, start, len(text) if end is None else end)]
 
 
-def _densest_window(spans: list[tuple[int, int]], width: int) -> int:
-    """Start of the span that begins the window of ``width`` characters holding the most spans."""
-    best_start, best_count, first = spans[0][0], 0, 0
-    for last, (_, end) in enumerate(spans):
-        while end - spans[first][0] > width:
-            first += 1
-        if last - first + 1 > best_count:
-            best_start, best_count = spans[first][0], last - first + 1
-    return best_start
+def passage_windows(text: str, chunk: str, terms: Sequence[str],
+                    width: int = PASSAGE_CHARS) -> tuple[Span | None, list[Span]]:
+    """The best window of whole sentences inside ``chunk`` (a slice of ``text``; the whole text when it is
+    not one), as ``[start, end)`` in ``text``: the one holding the most distinct query terms, then the most
+    of them. When no term occurs, None and the chunk's windows that do not overlap, for the caller to rate
+    by meaning (a few texts to embed per hit)."""
+    start = text.find(chunk) if chunk else -1
+    start, end = (start, start + len(chunk)) if start >= 0 else (0, len(text))
+    candidates = windows(sentence_spans(text, start, end), width) or [(start, end)]
+    if len(candidates) == 1:
+        return candidates[0], candidates
+    matches = term_spans(text, terms, start, end)
+    if matches:
+        def rating(window: Span) -> tuple[int, int]:
+            inside = [text[a:b].casefold() for a, b in matches if window[0] <= a and b <= window[1]]
+            return len(set(inside)), len(inside)
+
+        return max(candidates, key=rating), candidates  # max keeps the first of equals
+    packed = [candidates[0]]
+    for window in candidates:
+        if window[0] >= packed[-1][1]:
+            packed.append(window)
+    return None, packed
+
+
+def best_passage(text: str, chunk: str, terms: Sequence[str], width: int = PASSAGE_CHARS) -> Span:
+    """``passage_windows``' choice, else (no term occurs) the chunk's first window."""
+    chosen, candidates = passage_windows(text, chunk, terms, width)
+    return chosen or candidates[0]
+
+
+def make_snippet(text: str, passage: Span, terms: Sequence[str]) -> tuple[str, tuple[Span, ...]]:
+    """The passage as shown (``…`` where the message goes on) and the ``[start, end)`` spans of the query
+    terms in it."""
+    start, end = passage
+    prefix = "…" if text[:start].strip() else ""
+    snippet = prefix + text[start:end] + ("…" if text[end:].strip() else "")
+    shift = len(prefix) - start
+    return snippet, tuple((a + shift, b + shift) for a, b in term_spans(text, terms, start, end))

@@ -1,6 +1,5 @@
-"""Search results as question/answer exchanges: a hit on a question shows the answer after it, a hit on an
-answer the question before it (from a search with ``context=1``); an exchange is shown once, at the rank
-of its best hit."""
+"""Search results as the question/answer exchanges the search pairs them in: the half that matched shows its
+passage with the query words marked, the other half shortened."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from ..search import SearchResult
+from ..search import ContextMessage, SearchResult
 from .render import marked, shortened
 
 
@@ -41,27 +40,19 @@ class Exchange:
 
 
 def exchanges(results: list[SearchResult]) -> list[Exchange]:
-    """The results as exchanges in rank order, each exchange once."""
-    found: list[Exchange] = []
-    seen: set[tuple] = set()
-    for result in results:
-        exchange = _exchange(result)
-        identity = (exchange.source, exchange.conversation_id,
-                    *(side.position if side else None for side in (exchange.question, exchange.answer)))
-        if identity not in seen:
-            seen.add(identity)
-            found.append(exchange)
-    return found
+    """The results as exchanges in rank order (the search returns one result per exchange)."""
+    return [_exchange(result) for result in results]
 
 
 def _exchange(result: SearchResult) -> Exchange:
-    hit = Side(result.role, result.position, result.created_at, marked(result.snippet, result.highlights), True)
-    question, answer = (hit, None) if result.role == "user" else (None, hit)
-    if result.role == "user" and result.after and result.after[0].role == "assistant":
-        reply = result.after[0]
-        answer = Side(reply.role, reply.position, reply.created_at, Markup.escape(shortened(reply.text)), False)
-    elif result.role == "assistant" and result.before and result.before[-1].role == "user":
-        asked = result.before[-1]
-        question = Side(asked.role, asked.position, asked.created_at, Markup.escape(shortened(asked.text)), False)
+    def side(message: ContextMessage | None) -> Side | None:
+        if message is None:
+            return None
+        if message.key == result.key:  # the half that matched: its passage, the query words marked
+            return Side(result.role, result.position, result.created_at, marked(result.snippet, result.highlights),
+                        True)
+        return Side(message.role, message.position, message.created_at, Markup.escape(shortened(message.text)),
+                    False)
+
     return Exchange(result.source, result.conversation_id, result.title, result.created_at, result.position,
-                    question, answer)
+                    side(result.question), side(result.answer))

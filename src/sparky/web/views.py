@@ -100,7 +100,7 @@ class Pages:
             try:
                 filters = form.filters()
                 with self.memory.searching() as searcher:
-                    results = searcher.search(form.q, k=form.k, mode=form.mode, filters=filters, context=1)
+                    results = searcher.search(form.q, k=form.k, mode=form.mode, filters=filters)
                 found = exchanges(results)
                 if results and len(results) >= form.k and form.k < MOST_RESULTS:  # there may be more
                     more = form.query_string(k=min(form.k + RESULTS, MOST_RESULTS))

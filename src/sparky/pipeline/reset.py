@@ -35,11 +35,7 @@ def reset_export(export: Path | None, progress_path: Path, store: Store) -> Rese
             try:
                 scan = scan_export(ExportReader(export))
                 keys.update(scan.all_keys())
-                by_source: dict[str, list[str]] = {}
-                for conversation_id, source in scan.sources.items():
-                    by_source.setdefault(source, []).append(conversation_id)
-                for source, conversation_ids in by_source.items():
-                    keys.update(store.keys_of_conversations(source, conversation_ids))
+                keys.update(store.keys_of_conversations((source, cid) for cid, source in scan.sources.items()))
             except InputError:
                 if progress is None and not progress_path.exists():
                     raise

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
+from ..errors import StoreError
 from ..models import Conversation, Message
 
 
@@ -73,6 +75,16 @@ class StoredConversation:
     conversation_id: str
     title: str
     messages: int  # every version
+
+
+def space_vectors_checked(store: str, space: Space, chunk_ids: Sequence[int], vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as contiguous float32, one row of the space's width per chunk; else a StoreError naming
+    ``store`` (before anything is written)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(chunk_ids), space.dimensions):
+        raise StoreError(f"{store}: {len(chunk_ids)} chunks but vectors of shape {vectors.shape} for "
+                         f"{space.model} ({space.dimensions} dimensions); nothing was written")
+    return vectors
 
 
 def stats_of(counts: tuple[int, int, int, int], meta: dict[str, str]) -> dict:

@@ -24,7 +24,7 @@ import psycopg
 from ...crashpoints import crashpoint
 from ...errors import LockedError, StoreError, TransientStoreError
 from .. import redact
-from ..records import MessageRecord, Space, StoredConversation, stats_of
+from ..records import MessageRecord, Space, StoredConversation, space_vectors_checked, stats_of
 from . import schema
 from .connection import Connection, register_vector_type
 from .search import SearchQueries
@@ -212,13 +212,13 @@ class PostgresStore(SearchQueries):
                 "SELECT v.conversation_id, v.title, count(m.id) FROM conversations v JOIN messages m"
                 " ON m.conversation = v.id WHERE v.source = %s GROUP BY v.id ORDER BY v.id", (source,)).fetchall()]
 
-    def keys_of_conversations(self, source: str, conversation_ids: Iterable[str]) -> list[str]:
-        """The keys of every version of every message of these conversations."""
+    def keys_of_conversations(self, conversations: Iterable[tuple[str, str]]) -> list[str]:
+        """The keys of every version of every message of these (source, conversation id) conversations."""
         with self.db.statement() as cur:
             return [row[0] for row in cur.execute(
-                "SELECT m.key FROM messages m JOIN conversations v ON v.id = m.conversation"
-                " WHERE v.source = %s AND v.conversation_id = ANY(%s::text[])",
-                (source, list(conversation_ids))).fetchall()]
+                "SELECT m.key FROM unnest(%s::text[], %s::text[]) AS w(source, conversation_id)"
+                " JOIN conversations v USING (source, conversation_id) JOIN messages m ON m.conversation = v.id",
+                _columns(list(set(conversations)), 2)).fetchall()]
 
     def upsert(self, records: list[MessageRecord]) -> int:
         """Write the records in one transaction; keys already present are left alone. Returns rows added."""
@@ -354,10 +354,7 @@ class PostgresStore(SearchQueries):
         (a binary COPY into a temporary table, then one INSERT … SELECT); returns the vectors written. A chunk
         holding a vector there keeps it (never written twice), a chunk deleted since is skipped, and a shape
         that is not (chunks, the space's width) is refused before anything is written."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunk_ids), space.dimensions):
-            raise StoreError(f"{self.url}: {len(chunk_ids)} chunks but vectors of shape {vectors.shape} for "
-                             f"{space.model} ({space.dimensions} dimensions); nothing was written")
+        vectors = space_vectors_checked(self.url, space, chunk_ids, vectors)
         vector = schema.vector_type(self.vector_schema)
         with self.db.transaction() as cur:
             space_id = self._space_id(cur, space)

@@ -6,6 +6,7 @@ pyenv and macOS builds) cannot load extensions such as sqlite-vec.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -19,7 +20,7 @@ from ...crashpoints import crashpoint, sqlite_page_limit
 from ...errors import StoreError, TransientStoreError
 from ...folders import ensure_parent
 from ...locking import FileLock
-from ..records import MessageRecord, Space, StoredConversation, stats_of
+from ..records import MessageRecord, Space, StoredConversation, space_vectors_checked, stats_of
 from .search import SearchQueries
 from .vector_file import remove_vector_files
 
@@ -271,16 +272,13 @@ class SQLiteStore(SearchQueries):
             "SELECT v.conversation_id, v.title, count(m.id) FROM conversations v JOIN messages m"
             " ON m.conversation = v.id WHERE v.source = ? GROUP BY v.id ORDER BY v.id", (source,))]
 
-    def keys_of_conversations(self, source: str, conversation_ids: Iterable[str]) -> list[str]:
-        """The keys of every version of every message of these conversations."""
-        ids, keys = list(conversation_ids), []
-        for start in range(0, len(ids), _KEY_QUERY_SIZE):
-            part = ids[start : start + _KEY_QUERY_SIZE]
-            marks = ",".join("?" * len(part))
-            keys += [row[0] for row in self.db.execute(
-                "SELECT m.key FROM messages m JOIN conversations v ON v.id = m.conversation"
-                f" WHERE v.source = ? AND v.conversation_id IN ({marks})", [source, *part])]
-        return keys
+    def keys_of_conversations(self, conversations: Iterable[tuple[str, str]]) -> list[str]:
+        """The keys of every version of every message of these (source, conversation id) conversations."""
+        return [row[0] for row in self.db.execute(
+            "SELECT m.key FROM messages m JOIN conversations v ON v.id = m.conversation"
+            " WHERE (v.source, v.conversation_id) IN"
+            " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+            [json.dumps([list(pair) for pair in conversations])])]
 
     def upsert(self, records: list[MessageRecord]) -> int:
         """Write the records in one transaction; returns the versions added or made current again.
@@ -423,10 +421,7 @@ class SQLiteStore(SearchQueries):
         """Store these chunks' vectors in ``space``, in one transaction; returns the vectors written. A chunk
         holding a vector there keeps it (never written twice), a chunk deleted since is skipped, and a shape
         that is not (chunks, the space's width) is refused before anything is written."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunk_ids), space.dimensions):
-            raise StoreError(f"{self.path}: {len(chunk_ids)} chunks but vectors of shape {vectors.shape} for "
-                             f"{space.model} ({space.dimensions} dimensions); nothing was written")
+        vectors = space_vectors_checked(str(self.path), space, chunk_ids, vectors)
         with self._transaction():
             space_id = self._space_id(space)
             written = sum(self.db.execute(

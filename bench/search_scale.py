@@ -2,6 +2,7 @@
 
     python bench/search_scale.py [--sizes 100000,1000000] [--dimensions 384] [--queries 200] [--batch 2000]
                                  [--hnsw after|during] [--stores sqlite,postgres] [--postgres-url URL] [--keep DIR]
+                                 [--ef-search 100,200,400]
 
 For each of ``--sizes``, builds the same corpus in both stores through their ``upsert`` (the ingest path)
 and prints one table: ``size`` one-chunk messages of normalised vectors clustered like real embeddings (a few
@@ -17,7 +18,9 @@ a bulk load should be done; row by row into a growing graph, 1M vectors take hou
 during`` keeps it through the load, as an ingestion grows it. Without ``--postgres-url`` an embedded server
 (the test extra's) is started in a temp dir, with ``shared_buffers`` sized for the largest store. Phases are
 announced on stderr; the tables go to stdout. ``--stores`` builds one of them only (to run the two as
-separate processes when a machine is short of time; the tables are then printed apart).
+separate processes when a machine is short of time; the tables are then printed apart). ``--ef-search``
+adds a table for PostgreSQL: the vector side's p50/p95 and recall@10 with ``hnsw.ef_search`` at each of
+these values, on the same index (the store's own choice of ef_search is in the main table).
 """
 
 from __future__ import annotations
@@ -170,15 +173,18 @@ def exact_top(corpus: Corpus, query: np.ndarray, mask: np.ndarray | None, k: int
     return {int(index) for index in top if np.isfinite(scores[index])}
 
 
+def corpus_rows(store, count: int) -> dict[int, int]:
+    """The corpus row of each stored message row (message i is at position i // 500 of c{i % 500})."""
+    rows = store.messages(list(range(1, count + 1)))
+    return {row_id: row.position * 500 + int(row.conversation_id[1:]) for row_id, row in rows.items()}
+
+
 def measure(url: str, corpus: Corpus, queries: np.ndarray, texts: list[str]) -> dict:
     store = open_store(url, create=False)
     try:
         searcher = Searcher(store)
         searcher._embedder = lambda: StubEmbedder(queries.shape[1], dict(zip(texts, queries)))  # type: ignore
-        # message i is at position i // 500 of c{i % 500}
-        rows = store.messages(list(range(1, len(corpus.vectors) + 1)))
-        row_of = {row_id: row.position * 500 + int(row.conversation_id[1:]) for row_id, row in rows.items()}
-        del rows
+        row_of = corpus_rows(store, len(corpus.vectors))
         figures: dict = {}
         for name, filters, mask in (("all", Filters(), None), ("2%", Filters(source="claude"), corpus.claude)):
             where = StoreFilters(source=filters.source)
@@ -206,6 +212,42 @@ def measure(url: str, corpus: Corpus, queries: np.ndarray, texts: list[str]) -> 
         return figures
     finally:
         store.close()
+
+
+def sweep_ef_search(url: str, corpus: Corpus, queries: np.ndarray, values: list[int]) -> dict[int, dict]:
+    """The vector side's p50/p95 and recall@10 with the store's smallest ef_search set to each value."""
+    from sparky.stores.postgres import search as postgres_search
+
+    chosen = postgres_search.MIN_EF_SEARCH
+    store = open_store(url, create=False)
+    figures = {}
+    try:
+        exact = [exact_top(corpus, query, None, K) for query in queries]
+        row_of = corpus_rows(store, len(corpus.vectors))
+        for value in values:
+            postgres_search.MIN_EF_SEARCH = value
+            phase(f"  ef_search {value}")
+            for _ in range(2):  # the first pass warms the index pages at this depth; the second is timed
+                times, recalls = [], []
+                for query, top in zip(queries, exact):
+                    started = time.perf_counter()
+                    hits = store.vector_hits(query, StoreFilters(), K)
+                    times.append(time.perf_counter() - started)
+                    recalls.append(len({row_of[hit.message] for hit in hits} & top) / len(top))
+            figures[value] = {"p50": statistics.median(times) * 1000,
+                              "p95": float(np.percentile(times, 95)) * 1000, "recall": float(np.mean(recalls))}
+    finally:
+        postgres_search.MIN_EF_SEARCH = chosen
+        store.close()
+    return figures
+
+
+def print_sweep(count: int, figures: dict[int, dict]) -> None:
+    print(f"\nPostgreSQL HNSW at {count:,} messages: hnsw.ef_search against latency and recall (vector side, warm)\n")
+    print("| ef_search | vector p50 / p95 | recall@10 |")
+    print("| --- | --- | --- |")
+    for value, row in figures.items():
+        print(f"| {value} | {row['p50']:.1f} / {row['p95']:.1f} ms | {row['recall']:.3f} |", flush=True)
 
 
 def start_server(folder: Path, largest: int, dimensions: int):
@@ -256,6 +298,9 @@ def measure_size(count: int, args: argparse.Namespace, urls: dict[str, str]) -> 
         phase(f"measuring {args.queries} queries on {name}")
         results[name] = {"load": load, "index": index, "size": size(store_url),
                          **measure(store_url, corpus, queries, texts)}
+        if args.ef_search and "://" in store_url:
+            values = [int(part) for part in args.ef_search.split(",")]
+            results[name]["sweep"] = sweep_ef_search(store_url, corpus, queries, values)
     return results
 
 
@@ -300,6 +345,7 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--postgres-url", help="an existing server (a database this role may create tables in)")
     parser.add_argument("--keep", type=Path, help="build the SQLite stores in this folder and keep them")
+    parser.add_argument("--ef-search", default="", help="PostgreSQL: comma-separated hnsw.ef_search values to sweep")
     args = parser.parse_args()
     sizes = [int(part.replace("_", "")) for part in args.sizes.split(",")]
     stores = set(args.stores.split(","))
@@ -317,7 +363,11 @@ def main() -> None:
                 urls["SQLite (exact, numpy)"] = str((args.keep or folder) / f"scale-{count}.db")
             if "postgres" in stores:
                 urls["PostgreSQL (pgvector HNSW)"] = fresh_schema(url, f"scale_{count}")
-            print_table(count, args, measure_size(count, args, urls), versions)
+            results = measure_size(count, args, urls)
+            print_table(count, args, results, versions)
+            for figures in results.values():
+                if "sweep" in figures:
+                    print_sweep(count, figures["sweep"])
     finally:
         if server is not None:
             server.cleanup()

@@ -391,6 +391,27 @@ def test_a_query_of_another_width_is_an_error(filled):
         filled[0].vector_hits(np.ones(DIMENSIONS + 1, np.float32), StoreFilters(), 5)
 
 
+def test_vector_hits_in_a_named_space_rank_only_the_messages_holding_its_vectors(store):
+    store.ensure_schema("model-a", DIMENSIONS)
+    records = [record(conversation(1), f"m{i}", (f"text {i}",), position=i, seed=i) for i in range(6)]
+    store.upsert(records)
+    other = Space("model-b", 3)
+    store.add_space(other.model, other.dimensions)
+    chunks = sorted(chunk for chunk, _ in store.chunks_missing_vectors(other, 0, 100))
+    axes = np.eye(3, dtype=np.float32)
+    store.put_vectors(other, chunks[:3], axes)  # the first three chunks only, one axis each
+    rows = {row.key: row_id for row_id, row in store.messages(list(range(1, 50))).items()}
+    hits = store.vector_hits(axes[1], StoreFilters(), 10, space=other)
+    assert [hit.chunk for hit in hits][0] == chunks[1] and {hit.chunk for hit in hits} == set(chunks[:3])
+    assert hits[0].score == pytest.approx(1.0) and hits[0].message == rows[records[1].key]
+    primary = store.vector_hits(records[4].vectors[0], StoreFilters(), 10)  # the primary space: all six
+    assert len(primary) == 6 and primary[0].message == rows[records[4].key]
+    with pytest.raises(StoreError, match="model-c"):
+        store.vector_hits(axes[0], StoreFilters(), 10, space=Space("model-c", 3))
+    with pytest.raises(StoreError, match="dimensions"):
+        store.vector_hits(np.ones(4, np.float32), StoreFilters(), 10, space=other)
+
+
 # End to end: the sample export through the pipeline, then the searcher
 
 @pytest.fixture(scope="module")

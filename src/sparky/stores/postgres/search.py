@@ -29,7 +29,7 @@ import numpy as np
 import psycopg
 
 from ...errors import StoreError
-from ..records import ChunkHit, MessageRow, StoreFilters
+from ..records import ChunkHit, MessageRow, Space, StoreFilters
 from ..substring import merged, substring_hits, unspaced_terms
 from .connection import Connection
 from .schema import distance_operator, query_cast, vector_expression
@@ -59,7 +59,7 @@ class SearchQueries:
 
     db: Connection
     url: str
-    vector_schema: str  # and ``_primary_space()``, from the store
+    vector_schema: str  # and ``_primary_space()``, ``_space_id()``, from the store
     iterative_scan: bool  # pgvector >= 0.8
 
     def message_count(self) -> int:
@@ -81,12 +81,18 @@ class SearchQueries:
             hidden = cur.execute("SELECT EXISTS (SELECT 1 FROM messages WHERE superseded_at IS NOT NULL)").fetchone()[0]
         return filters if hidden else replace(filters, include_superseded=True)
 
-    def vector_hits(self, query: np.ndarray, filters: StoreFilters, limit: int) -> list[ChunkHit]:
-        """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass."""
-        try:
-            space, dimensions = self._primary_space()
-        except StoreError:
-            raise StoreError(f"{self.url}: the memory store holds no vectors yet") from None
+    def vector_hits(self, query: np.ndarray, filters: StoreFilters, limit: int,
+                    space: Space | None = None) -> list[ChunkHit]:
+        """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass,
+        in ``space`` (by default the primary one; only the messages holding a vector in it)."""
+        if space is None:
+            try:
+                space_id, dimensions = self._primary_space()
+            except StoreError:
+                raise StoreError(f"{self.url}: the memory store holds no vectors yet") from None
+        else:
+            with self.db.statement() as cur:
+                space_id, dimensions = self._space_id(cur, space), space.dimensions
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != dimensions:
             raise StoreError(f"{self.url}: the query has {query.shape[0]} dimensions, the stored vectors "
@@ -98,7 +104,7 @@ class SearchQueries:
         reach, reach_params = _index_reach(filters)
         distance = (f"{vector_expression(self.vector_schema, dimensions, 'e.embedding')}"
                     f" {distance_operator(self.vector_schema)} %s{query_cast(self.vector_schema, dimensions)}")
-        condition = f"e.space = {int(space)}" + (f" AND {where}" if where else "")
+        condition = f"e.space = {int(space_id)}" + (f" AND {where}" if where else "")
         source = f"FROM vectors e WHERE {condition}"  # the filter fields are on the vector's row: no join
         indexed = (f"WITH relaxed AS MATERIALIZED (SELECT e.message, e.chunk, {distance} AS distance {source}"
                    " ORDER BY distance LIMIT %s) SELECT message, chunk, distance FROM relaxed"

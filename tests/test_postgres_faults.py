@@ -172,6 +172,35 @@ def test_a_server_restarted_mid_run_is_retried_with_backoff_and_nothing_is_lost_
     assert_stored_once(server.url, sample_export, tmp_path / "p.json")
 
 
+def test_a_server_down_for_longer_than_the_embedders_retry_budget_is_waited_out(
+        own_postgres_server, sample_export, minilm, tmp_path, monkeypatch):
+    """The store has its own retry budget: with the embedder allowed a single try, a server that refuses
+    four reconnects in a row (a restart or failover taking a while) is still waited out, and the run
+    completes with every message stored once."""
+    from sparky.stores.postgres import connection, store as postgres_store
+
+    server = own_postgres_server
+    sites: Counter[str] = Counter()
+
+    def in_store(site: str, detail: object = None) -> None:
+        sites[site] += 1
+        if site == "before_commit" and sites[site] == 2:
+            server.stop()
+
+    def in_connection(site: str, detail: object = None) -> None:
+        sites[site] += 1
+        if site == "store_unreachable" and sites[site] == 4:
+            server.start()
+
+    monkeypatch.setattr(postgres_store, "crashpoint", in_store)
+    monkeypatch.setattr(connection, "crashpoint", in_connection)
+    result = run_ingest(server.url, sample_export, tmp_path, minilm, retry=RetryPolicy(attempts=1),
+                        store_retry=RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.05))
+    assert result.complete and result.failed == 0
+    assert sites["store_unreachable"] == 4  # four reconnects refused, then the server was back
+    assert_stored_once(server.url, sample_export, tmp_path / "p.json")
+
+
 def test_a_statement_timeout_mid_run_is_retried_and_nothing_is_lost_or_doubled(
         postgres_url, sample_export, minilm, tmp_path, monkeypatch):
     """``statement_timeout`` set for the store's connections through the URL: a batch held up by another

@@ -221,7 +221,8 @@ def minilm():
     return CachingEmbedder(get_embedder("minilm"))
 
 
-def run_ingest(store_url: str, export, folder, embedder, batch_chunks: int = 16, retry=None, display=None):
+def run_ingest(store_url: str, export, folder, embedder, batch_chunks: int = 16, retry=None, display=None,
+               store_retry=None):
     """One in-process ``sparky ingest`` of ``export`` into the store at ``store_url`` (progress file in
     ``folder``); the store is closed afterwards. Returns the IngestResult."""
     import io
@@ -238,7 +239,8 @@ def run_ingest(store_url: str, export, folder, embedder, batch_chunks: int = 16,
     display = display or Display(Console(file=io.StringIO()), quiet=True)
     try:
         return Ingestion(Path(export), Path(folder) / "p.json", store, embedder, display, batch_chunks=batch_chunks,
-                         retry=retry or RetryPolicy(base_delay=0.0, max_delay=0.0)).run()
+                         retry=retry or RetryPolicy(base_delay=0.0, max_delay=0.0),
+                         store_retry=store_retry or RetryPolicy(attempts=10, base_delay=0.01, max_delay=0.05)).run()
     finally:
         store.close()
 

@@ -24,7 +24,7 @@ from .chunking import chunk_messages
 from ..crashpoints import crashpoint, wake
 from ..embedders import (BadOutput, Embedder, Failure, FatalEmbedError, RetryPolicy, RetryStopped, call_with_retries,
                          check_output, describe)
-from ..errors import SparkyError, TransientStoreError
+from ..errors import SparkyError
 
 from ..locking import FileLock
 from ..models import Conversation, Message
@@ -32,6 +32,7 @@ from .progress import ProgressCheckpoint, empty_progress, load_progress, reconci
 from ..readers import ExportReader
 from .scan import ExportScan, ScanInterrupted, scan_export
 from .select import Selector
+from .store_retry import STORE_RETRY, with_store_retries
 from ..stores import MessageRecord, Store
 from ..stores.records import StoredConversation
 from .versions import VersionPlan, plan_versions
@@ -184,9 +185,11 @@ class Ingestion:
         retry: RetryPolicy = RetryPolicy(),
         reader: ExportReader | None = None,
         prune: Callable[[list[tuple[str, StoredConversation]]], bool] | None = None,
+        store_retry: RetryPolicy = STORE_RETRY,
     ) -> None:
         """``prune``: remove the stored conversations the export no longer holds, when it returns True for
-        them (it is shown them first); None keeps them."""
+        them (it is shown them first); None keeps them. ``retry`` is the embedder's retry policy,
+        ``store_retry`` the store's."""
         self.reader = reader or ExportReader(export)
         self.prune = prune
         self.progress_path = progress_path
@@ -196,6 +199,7 @@ class Ingestion:
         self.batch_chunks = batch_chunks
         self.stop = attach_stop(stop, display, embedder)
         self.retry = retry
+        self.store_retry = store_retry
         self.progress: dict = empty_progress()
         self.scan = ExportScan()
         self.stored: set[str] = set()
@@ -262,8 +266,7 @@ class Ingestion:
         """Mark the stored messages that left this conversation's branch superseded (its new ones are in)."""
         keys = self.versions.replaced.pop(conversation_id, None)
         if keys:
-            self.version_counts["superseded"] += call_with_retries(
-                lambda: self.store.supersede(keys), store_failure, self.retry)
+            self.version_counts["superseded"] += with_store_retries(lambda: self.store.supersede(keys), self.store_retry)
 
     def _final_checkpoint(self, first_error: bool = False) -> None:
         """Save the progress file at the end of a session. When the run is already failing, a failure to
@@ -451,7 +454,7 @@ class Ingestion:
 
     def _store_outcome(self, batch: list[PendingMessage], outcome: BatchOutcome) -> None:
         if outcome.records:
-            call_with_retries(lambda: self.store.upsert(outcome.records), store_failure, self.retry)
+            with_store_retries(lambda: self.store.upsert(outcome.records), self.store_retry)
         for record in outcome.records:
             if record.key in self.versions.changed:
                 self.version_counts["superseded"] += 1
@@ -507,7 +510,3 @@ def _item_of_text(group: list[PendingMessage], index: int) -> int:
     raise IndexError(index)
 
 
-def store_failure(error: BaseException) -> Failure:
-    """Only a busy or briefly unreachable store is worth retrying; anything else stops the run."""
-    kind = "transient" if isinstance(error, TransientStoreError) else "fatal"
-    return Failure(kind, describe(error))

@@ -24,7 +24,8 @@ from ..embedders import BadOutput, Embedder, FatalEmbedError, RetryPolicy, Retry
     check_output, describe
 from ..errors import StoreError
 from ..stores import Space, Store
-from .ingest import MAX_FAILED_BATCHES_IN_A_ROW, EmbedderDown, Interrupted, StopRequest, attach_stop, store_failure
+from .ingest import MAX_FAILED_BATCHES_IN_A_ROW, EmbedderDown, Interrupted, StopRequest, attach_stop
+from .store_retry import STORE_RETRY, with_store_retries
 
 _PAGE = 4096  # chunk texts read per query when listing what a run would send
 
@@ -87,14 +88,17 @@ class Reembedding:
     """One run adding (or completing) the space of ``embedder`` in ``store``."""
 
     def __init__(self, store: Store, embedder: Embedder, display: Display, batch_chunks: int = 256,
-                 stop: StopRequest | None = None, retry: RetryPolicy = RetryPolicy(), replace: bool = False) -> None:
-        """``replace``: make the space the primary one once it is complete."""
+                 stop: StopRequest | None = None, retry: RetryPolicy = RetryPolicy(), replace: bool = False,
+                 store_retry: RetryPolicy = STORE_RETRY) -> None:
+        """``replace``: make the space the primary one once it is complete. ``retry`` is the embedder's retry
+        policy, ``store_retry`` the store's."""
         self.store = store
         self.embedder = embedder
         self.display = display
         self.batch_chunks = batch_chunks
         self.stop = attach_stop(stop, display, embedder)
         self.retry = retry
+        self.store_retry = store_retry
         self.replace = replace
         self.written = 0
         self.embedded = 0
@@ -137,9 +141,8 @@ class Reembedding:
             in_flight: dict[Future, list[tuple[int, str]]] = {}
             try:
                 while not self.stop.requested:
-                    batch = call_with_retries(
-                        lambda: self.store.chunks_missing_vectors(space, after, self.batch_chunks), store_failure,
-                        self.retry)
+                    batch = with_store_retries(
+                        lambda: self.store.chunks_missing_vectors(space, after, self.batch_chunks), self.store_retry)
                     if not batch:
                         break
                     after = batch[-1][0]  # a failed chunk is passed over: the next run tries it again
@@ -201,8 +204,7 @@ class Reembedding:
         if embedded:
             ids = [chunk for chunk, _ in embedded]
             vectors = np.stack([vector for _, vector in embedded])
-            self.written += call_with_retries(lambda: self.store.put_vectors(space, ids, vectors), store_failure,
-                                              self.retry)
+            self.written += with_store_retries(lambda: self.store.put_vectors(space, ids, vectors), self.store_retry)
         failed = sum(1 for _, text in batch if text in outcome.failures)
         self.embedded += outcome.embedded
         self.failed += failed

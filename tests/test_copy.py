@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from support.postgres import (admin, fresh_schema, minilm, postgres_database, postgres_health,  # noqa: F401
-                              postgres_server, healthy, run_ingest)
+                              postgres_server, healthy, run_ingest, terminate)
+from sparky.embedders import RetryPolicy
+from sparky.pipeline.store_retry import with_store_retries
 from sparky.errors import StoreError
 from sparky.search import Searcher
 from sparky.stores import open_store
@@ -107,6 +109,31 @@ def test_a_copy_interrupted_and_resumed_equals_a_direct_ingestion(direct, target
     finally:
         copied.close()
         straight.close()
+
+
+@pytest.mark.parametrize("direction", ["sqlite->postgres", "postgres->sqlite"])
+def test_a_connection_lost_mid_copy_is_retried_and_the_copy_equals_a_direct_ingestion(direct, target, direction):
+    """The PostgreSQL side's server connections are ended after the first batch: the next store call fails
+    transiently, is retried on a new connection, and the copy completes with nothing lost or doubled."""
+    source_kind, target_kind = direction.split("->")
+    postgres = direct["postgres"] if source_kind == "postgres" else target
+    ended: list[int] = []
+
+    def end_connections(progress: CopyProgress) -> None:
+        if not ended:
+            ended.append(terminate(postgres))
+
+    fast = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05)
+    source, destination = open_store(direct[source_kind], create=False), open_store(target)
+    try:
+        result = copy_store(source, destination, on_batch=end_connections, batch_size=20,
+                            retrying=lambda call: with_store_retries(call, fast))
+    finally:
+        source.close()
+        destination.close()
+    assert ended and ended[0] >= 1  # a connection was really ended
+    assert (result.copied, result.skipped) == (result.total, 0)
+    assert snapshot(target) == snapshot(direct[target_kind])
 
 
 @pytest.mark.parametrize("direction", ["sqlite->postgres", "postgres->sqlite"])

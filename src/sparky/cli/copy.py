@@ -20,6 +20,7 @@ def copy_command(source_url: str, target_url: str, batch_size: int) -> None:
     """Copy every message, chunk and vector of one store into another. Resumable: run it again after a stop,
     and it copies only what the target lacks (twice in a row copies nothing the second time)."""
     from ..stores import open_store
+    from ..pipeline.store_retry import with_store_retries
     from ..stores.copy import copy_store
 
     out, err = console(), console(stderr=True)
@@ -30,7 +31,7 @@ def copy_command(source_url: str, target_url: str, batch_size: int) -> None:
             with Progress(TextColumn("Copying"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"),
                           console=err, auto_refresh=False, disable=not err.is_terminal) as bar:
                 task = bar.add_task("copy", total=source.message_count())
-                result = copy_store(source, target, batch_size=batch_size,
+                result = copy_store(source, target, batch_size=batch_size, retrying=with_store_retries,
                                     on_batch=lambda p: bar.update(task, completed=p.done, refresh=True))
         finally:
             target.close()

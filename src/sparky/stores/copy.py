@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,11 @@ from . import Store
 from .records import MessageRecord
 
 DEFAULT_BATCH = 500
+T = TypeVar("T")
+
+
+def _once(call: Callable[[], T]) -> T:
+    return call()
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,12 @@ _SPACE = ("SELECT s.id, s.model, s.dimensions FROM spaces s JOIN meta m ON m.nam
 
 
 def copy_store(source: Store, target: Store, on_batch: Callable[[CopyProgress], None] | None = None,
-               batch_size: int = DEFAULT_BATCH, lock: bool = True) -> CopyResult:
+               batch_size: int = DEFAULT_BATCH, lock: bool = True,
+               retrying: Callable[[Callable[[], Any]], Any] = _once) -> CopyResult:
     """Copy every message of ``source`` that ``target`` lacks; ``on_batch`` hears after each committed batch
     (an exception from it stops the copy: what was committed stays, and the next copy resumes).
-    ``lock``: hold the target's ingester lock meanwhile (pass False when the caller holds it)."""
+    ``lock``: hold the target's ingester lock meanwhile (pass False when the caller holds it).
+    ``retrying(call)`` makes each store call of a batch (a transient failure is retried there)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     reader = _reader(source)
@@ -77,15 +84,15 @@ def copy_store(source: Store, target: Store, on_batch: Callable[[CopyProgress], 
         target.ensure_schema(model, dimensions)
         after = 0
         while True:
-            rows = reader.batch(after, batch_size, space, dimensions)
+            rows = retrying(lambda: reader.batch(after, batch_size, space, dimensions))
             if not rows:
                 break
             after = rows[-1][0]
             records = [record for _, record in rows]
-            known = target.known([record.key for record in records], include_superseded=True)
+            known = retrying(lambda: target.known([record.key for record in records], include_superseded=True))
             fresh = [record for record in records if record.key not in known]
             if fresh:
-                copied += target.upsert(fresh)
+                copied += retrying(lambda: target.upsert(fresh))
             skipped += len(records) - len(fresh)
             done += len(records)
             batches += 1

@@ -2,12 +2,17 @@
 agreement with fp32.
 
     .venv/bin/python bench/embedders.py [--texts 600] [--rounds 3] [--budgets 128,256,512,1024,4096]
+    .venv/bin/python bench/embedders.py --settings [--texts 300] [--rounds 2]
 
 Texts are generated deterministically (chat-like, mean ~145 words). Throughput is measured in one process,
 runtimes and budgets interleaved round by round and the best round kept, so load from other processes
 affects them alike; CPU ms/text (process CPU time, best round) is less sensitive to such load. Cold start
 (one query, interpreter start included; best of 3) and peak RSS (of that query, and of one bulk run at the
 default budget) are measured in fresh subprocesses.
+
+``--settings`` sweeps the onnxruntime session settings (threads, spinning, graph optimisation, execution
+mode) of ``minilm`` (int8 arithmetic) and ``minilm-fp32``, quiet and beside one competing busy process
+(``python -c "while True: pass"``), all interleaved in one run; the best round of each is kept.
 """
 
 from __future__ import annotations
@@ -68,13 +73,77 @@ def run_child(*args: str) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
+def sweep_settings() -> dict[str, object]:
+    """The session settings compared by ``--settings``: the former default first (threads = cores, spinning)."""
+    from sparky.embedders.runtime import RuntimeSettings, physical_cores
+
+    cores = physical_cores()
+    fewer = max(1, cores - 1)
+    threads = {cores: f"{cores} thread" + "s" * (cores > 1), fewer: f"{fewer} thread" + "s" * (fewer > 1)}
+    return {f"{threads[cores]}, spin": RuntimeSettings(threads=cores, spinning=True),
+            f"{threads[cores]}": RuntimeSettings(threads=cores),
+            f"{threads[fewer]}, spin": RuntimeSettings(threads=fewer, spinning=True),
+            f"{threads[fewer]}": RuntimeSettings(threads=fewer),
+            f"{threads[cores]}, opt basic": RuntimeSettings(threads=cores, optimization="basic"),
+            f"{threads[cores]}, opt extended": RuntimeSettings(threads=cores, optimization="extended"),
+            f"{threads[cores]}, parallel": RuntimeSettings(threads=cores, parallel=True)}
+
+
+def settings_table(texts: list[str], rounds: int) -> None:
+    """Texts/s and CPU ms/text of each model under each session setting, quiet and loaded, side by side."""
+    from sparky.embedders import local
+    from sparky.embedders.runtime import cpu_class, cpu_flags, machine_settings
+
+    models = {"minilm": (local.Q8_MODEL, local.q8_path(), 0), "minilm-fp32": (local.FP32_MODEL, local.fp32_path(),
+                                                                                local.TOKEN_BUDGET)}
+    configs = sweep_settings()
+    sessions = {(model, label): local.OnnxMiniLM(name, path, budget, settings)
+                for model, (name, path, budget) in models.items() for label, settings in configs.items()}
+    for embedder in sessions.values():
+        embedder.embed(texts[:8])  # warm: first-run allocations
+    print(f"{len(texts)} texts, {rounds} rounds; CPU: {cpu_description()}; class {cpu_class(cpu_flags())}; "
+          f"chosen here: {machine_settings()}; load average before {os.getloadavg()[0]:.2f}")
+    rate: dict[tuple[str, str, str], float] = {}
+    cpu: dict[tuple[str, str, str], float] = {}
+    for _ in range(rounds):
+        for load in ("quiet", "loaded"):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "loaded" else None
+            try:
+                for (model, label), embedder in sessions.items():
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    embedder.embed(texts)
+                    key = (model, label, load)
+                    rate[key] = max(rate.get(key, 0.0), len(texts) / (time.perf_counter() - started))
+                    cpu[key] = min(cpu.get(key, float("inf")), (time.process_time() - cpu_started) * 1000 / len(texts))
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+    print(f"{'model':<12}{'settings':<26}{'quiet texts/s':>14}{'CPU ms':>8}{'loaded texts/s':>15}{'CPU ms':>8}"
+          f"{'quiet / fp32 former':>20}{'loaded / fp32 former':>21}")
+    first = next(iter(configs))
+    for model, label in sessions:
+        row = f"{model:<12}{label:<26}"
+        for load in ("quiet", "loaded"):
+            row += f"{rate[model, label, load]:>14.1f}{cpu[model, label, load]:>8.1f}" if load == "quiet" else \
+                f"{rate[model, label, load]:>15.1f}{cpu[model, label, load]:>8.1f}"
+        for load, width in (("quiet", 20), ("loaded", 21)):
+            row += f"{rate[model, label, load] / rate['minilm-fp32', first, load]:>{width}.2f}"
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budgets", default="128,256,512,1024,4096", help="padded tokens per model call")
+    parser.add_argument("--settings", action="store_true", help="sweep the onnxruntime session settings")
     parser.add_argument("--bulk-child", metavar="RUNTIME", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.settings:
+        settings_table(chat_texts(args.texts), args.rounds)
+        return
     from sparky.embedders import get_embedder
     from sparky.embedders.local import TOKEN_BUDGET
 

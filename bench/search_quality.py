@@ -41,7 +41,8 @@ import numpy as np
 from sparky.embedders import get_embedder
 from sparky.search import FLOORS, MODES, SIDE_DEPTH, SearchResult, Searcher, combine, fuse, keyword_terms, \
     open_for_search
-from sparky.search.fusion import KEYWORD_OFFSET, KEYWORD_SCALE, VECTOR_WEIGHT
+from sparky.search.fusion import EVIDENCE_FLOOR, KEYWORD_OFFSET, KEYWORD_SCALE, VECTOR_WEIGHT, evidence_of
+from sparky.search.query import unlike_english
 from sparky.stores import StoreFilters
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +213,10 @@ def print_quality(searcher: Searcher, queries: list[dict], label: str) -> None:
             print(f"  {subset + f' ({len(chosen)})':<20}{mode:<9}" + "".join(_cell(cell) for cell in cells))
     print(f"  facts at the end of long answers in the passage shown (hybrid, top 5): "
           f"{passages(searcher, queries):.3f}")
+    for mode in MODES:
+        answered = [any(covered(result, "exchange") & query["keys"] for result in results)
+                    for query, results in zip(queries, runs[mode, "after"]) if query["keys"]]
+        print(f"  answerable queries still answered after the floor ({mode}, top {K}): {statistics.mean(answered):.3f}")
 
 
 def _cell(scores: dict[str, float]) -> str:
@@ -330,6 +335,38 @@ def calibrate(searcher: Searcher, queries: list[dict]) -> None:
                     for query, results in runs if query["keys"]]
             cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
         print(f"  {mode:<8}" + "  ".join(cells) + f"   (in use: {FLOORS[mode]:g})")
+    calibrate_evidence(searcher, queries)
+
+
+def calibrate_evidence(searcher: Searcher, queries: list[dict]) -> None:
+    """For candidate evidence floors on the queries ``unlike_english`` (hybrid, above its floor, exchange
+    level): the share of those no-answer queries said as such and of those answerable whose first answer
+    still shows, then the same over all the queries."""
+    ids = {key: message for key, message in searcher.store.db.execute("SELECT key, id FROM messages")}
+    runs = []
+    for query in queries:
+        terms = keyword_terms(query["query"])
+        held = evidence_of(searcher.store.keyword_hits(terms, StoreFilters(), 2 * SIDE_DEPTH), searcher.documents,
+                           len(terms))
+        results = searcher.search(query["query"], k=K, min_score=FLOORS["hybrid"])  # the combined floor alone
+        runs.append((query, unlike_english(query["query"]),
+                     [(result, max(held.get(ids[key], 0.0) for key in covered(result, "exchange")))
+                      for result in results]))
+    print("  evidence floor for the queries unlike English (hybrid): said / answered, those queries | all")
+    cells = []
+    for least in (None, 0.0, 0.05, 0.1, 0.2, 0.3):
+        said: dict[bool, list[bool]] = {True: [], False: []}
+        kept: dict[bool, list[bool]] = {True: [], False: []}
+        for query, foreign, results in runs:
+            shown = [result for result, evidence in results if least is None or not foreign or evidence > least]
+            if query["keys"]:
+                kept[foreign].append(any(covered(result, "exchange") & query["keys"] for result in shown))
+            else:
+                said[foreign].append(not shown)
+        cells.append(f"{'none' if least is None else format(least, 'g')}: {statistics.mean(said[True]):.2f}/"
+                     f"{statistics.mean(kept[True]):.2f} | {statistics.mean(said[True] + said[False]):.2f}/"
+                     f"{statistics.mean(kept[True] + kept[False]):.2f}")
+    print("    " + "   ".join(cells) + f"   (in use: {EVIDENCE_FLOOR:g})")
 
 
 @dataclass

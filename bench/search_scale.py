@@ -2,7 +2,7 @@
 
     python bench/search_scale.py [--sizes 100000,1000000] [--dimensions 384] [--queries 200] [--batch 2000]
                                  [--hnsw after|during] [--stores sqlite,postgres] [--postgres-url URL] [--keep DIR]
-                                 [--ef-search 100,200,400]
+                                 [--ef-search 100,200,400] [--hnsw-with "m=16, ef_construction=128"]
 
 For each of ``--sizes``, builds the same corpus in both stores through their ``upsert`` (the ingest path)
 and prints one table: ``size`` one-chunk messages of normalised vectors clustered like real embeddings (a few
@@ -21,12 +21,14 @@ announced on stderr; the tables go to stdout. ``--stores`` builds one of them on
 separate processes when a machine is short of time; the tables are then printed apart). ``--ef-search``
 adds a table for PostgreSQL: the vector side's p50/p95 and recall@10 with ``hnsw.ef_search`` at each of
 these values, on the same index (the store's own choice of ef_search is in the main table).
+``--hnsw-with`` builds the index with these storage parameters instead of the store's (with ``--hnsw after``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -42,6 +44,8 @@ from machine import cpu_description  # noqa: E402
 from sparky.models import Conversation, Message  # noqa: E402
 from sparky.search import Filters, Searcher  # noqa: E402
 from sparky.stores import MessageRecord, StoreFilters, open_store  # noqa: E402
+from sparky.stores.postgres.schema import HNSW_PARAMETERS  # noqa: E402
+from sparky.stores.sqlite import ann  # noqa: E402
 
 MODEL = "synthetic-384"
 K = 10
@@ -108,20 +112,29 @@ class StubEmbedder:
         return np.stack([self.vectors[text] for text in texts])
 
 
-def build(url: str, corpus: Corpus, count: int, batch: int, hnsw_after: bool) -> tuple[float, float]:
-    """Load the corpus through ``upsert``; seconds of the load, and of the HNSW build after it (0: none)."""
+def build(url: str, corpus: Corpus, count: int, batch: int, hnsw_after: bool,
+          hnsw_with: str = "") -> tuple[float, float]:
+    """Load the corpus through ``upsert``; seconds of the load, and of the HNSW build after it (0: none; SQLite:
+    ``ensure_index``, which builds nothing below the ANN threshold)."""
     store = open_store(url)
     try:
         store.ensure_schema(MODEL, corpus.vectors.shape[1])
         index = hnsw_after and "://" in url and _drop_hnsw(url)
         started = time.perf_counter()
-        for start in range(0, count, batch):
+        for start in range(store.message_count(), count, batch):  # a kept store (--keep) resumes where it is
             store.upsert(corpus.records(start, min(count, start + batch)))
             if (start // batch) % 10 == 9:
                 phase(f"  {min(count, start + batch):,} / {count:,}")
         loaded = time.perf_counter() - started
+        if "://" not in url:  # SQLite: its ANN index, as the end of an ingest builds it
+            phase("  building the ANN index (ensure_index)")
+            started = time.perf_counter()
+            store.ensure_index()
+            return loaded, time.perf_counter() - started
     finally:
         store.close()
+    if index and hnsw_with:  # the store's storage parameters replaced
+        index = re.sub(r" WITH \(.*?\)", "", index).replace(" WHERE ", f" WITH ({hnsw_with}) WHERE ", 1)
     return loaded, (_create_hnsw(url, index) if index else 0.0)
 
 
@@ -215,17 +228,18 @@ def measure(url: str, corpus: Corpus, queries: np.ndarray, texts: list[str]) -> 
 
 
 def sweep_ef_search(url: str, corpus: Corpus, queries: np.ndarray, values: list[int]) -> dict[int, dict]:
-    """The vector side's p50/p95 and recall@10 with the store's smallest ef_search set to each value."""
+    """The vector side's p50/p95 and recall@10 with the store's smallest ef_search set to each value (in
+    place of ``ef_search_floor``, which grows it with the index)."""
     from sparky.stores.postgres import search as postgres_search
 
-    chosen = postgres_search.MIN_EF_SEARCH
+    chosen = postgres_search.ef_search_floor
     store = open_store(url, create=False)
     figures = {}
     try:
         exact = [exact_top(corpus, query, None, K) for query in queries]
         row_of = corpus_rows(store, len(corpus.vectors))
         for value in values:
-            postgres_search.MIN_EF_SEARCH = value
+            postgres_search.ef_search_floor = lambda rows, value=value: value
             phase(f"  ef_search {value}")
             for _ in range(2):  # the first pass warms the index pages at this depth; the second is timed
                 times, recalls = [], []
@@ -237,7 +251,7 @@ def sweep_ef_search(url: str, corpus: Corpus, queries: np.ndarray, values: list[
             figures[value] = {"p50": statistics.median(times) * 1000,
                               "p95": float(np.percentile(times, 95)) * 1000, "recall": float(np.mean(recalls))}
     finally:
-        postgres_search.MIN_EF_SEARCH = chosen
+        postgres_search.ef_search_floor = chosen
         store.close()
     return figures
 
@@ -294,7 +308,7 @@ def measure_size(count: int, args: argparse.Namespace, urls: dict[str, str]) -> 
     for name, store_url in urls.items():
         phase(f"building the {name} store, {count:,} messages")
         corpus.rng = np.random.default_rng(11)  # the same texts in both stores
-        load, index = build(store_url, corpus, count, args.batch, args.hnsw == "after")
+        load, index = build(store_url, corpus, count, args.batch, args.hnsw == "after", args.hnsw_with)
         phase(f"measuring {args.queries} queries on {name}")
         results[name] = {"load": load, "index": index, "size": size(store_url),
                          **measure(store_url, corpus, queries, texts)}
@@ -310,8 +324,11 @@ def print_table(count: int, args: argparse.Namespace, results: dict, versions: s
     build_note = (f"HNSW built after the load (maintenance_work_mem {MAINTENANCE_WORK_MEM}, "
                   f"{max(0, (os.cpu_count() or 1) - 1)} parallel worker(s))" if args.hnsw == "after"
                   else "HNSW grown through upsert")
-    print(f"CPU: {cpu_description()}; {versions}; HNSW m=16, ef_construction=64 (defaults), {build_note}; "
-          f"load average {os.getloadavg()[0]:.1f} at the end\n")
+    sqlite_note = (f"SQLite: exact numpy scan below {ann.MIN_ROWS:,} rows, usearch HNSW (f16, M={ann.CONNECTIVITY}, "
+                   f"ef_construction={ann.EF_CONSTRUCTION}, ef_search >= {ann.MIN_EF}) from there, built by "
+                   "ensure_index after the load; ")
+    print(f"CPU: {cpu_description()}; {versions}; {sqlite_note}PostgreSQL: HNSW {args.hnsw_with or HNSW_PARAMETERS}, "
+          f"{build_note}; load average {os.getloadavg()[0]:.1f} at the end\n")
     names = list(results)
     print("| measure | " + " | ".join(names) + " |")
     print("| --- |" + " --- |" * len(names))
@@ -345,6 +362,7 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--postgres-url", help="an existing server (a database this role may create tables in)")
     parser.add_argument("--keep", type=Path, help="build the SQLite stores in this folder and keep them")
+    parser.add_argument("--hnsw-with", default="", help='PostgreSQL: HNSW storage parameters, e.g. "m=16, ef_construction=128"')
     parser.add_argument("--ef-search", default="", help="PostgreSQL: comma-separated hnsw.ef_search values to sweep")
     args = parser.parse_args()
     sizes = [int(part.replace("_", "")) for part in args.sizes.split(",")]
@@ -360,7 +378,7 @@ def main() -> None:
         for count in sizes:
             urls = {}
             if "sqlite" in stores:
-                urls["SQLite (exact, numpy)"] = str((args.keep or folder) / f"scale-{count}.db")
+                urls["SQLite (exact / ANN: numpy, usearch)"] = str((args.keep or folder) / f"scale-{count}.db")
             if "postgres" in stores:
                 urls["PostgreSQL (pgvector HNSW)"] = fresh_schema(url, f"scale_{count}")
             results = measure_size(count, args, urls)

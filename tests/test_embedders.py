@@ -207,10 +207,6 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
         local.fp32_path()
 
 
-def test_physical_cores_is_positive():
-    assert 1 <= local.physical_cores() <= (os.cpu_count() or 1)
-
-
 class Flaky:
     """Fails with the given exceptions, then returns 'ok'."""
 

@@ -123,7 +123,9 @@ def test_a_schema_2_store_migrates_in_place_keeping_its_vectors_and_gets_its_tri
         assert store.known(["k-old", "k-new"]) == {"k-new"}
         assert store.stats() | {"model": None} == {"conversations": 1, "messages": 1, "chunks": 2, "superseded": 1,
                                                    "model": None, "dimensions": 4}
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 5
+        plan = store.db.execute("EXPLAIN QUERY PLAN SELECT count(*) FROM vectors WHERE space = 1").fetchall()
+        assert "COVERING INDEX vectors_by_space" in plan[0][-1]  # a space's vectors counted without their pages
         assert store.db.execute("SELECT count(*) FROM chunks_trigram WHERE chunks_trigram MATCH 'edit'"
                                 ).fetchone()[0] == 2  # the trigram index is filled from the chunks stored
     finally:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from support.postgres import postgres_database, postgres_server, postgres_url  # noqa: F401
 from sparky.cli import cli
 from sparky.embedders import get_embedder
 from sparky.models import Conversation, Message
@@ -316,6 +317,38 @@ def test_odd_queries_still_match_their_words(searcher):
     assert searcher.search("🎉", k=3, mode="keyword") == []
 
 
+def test_a_whole_japanese_sentence_finds_its_message_by_keyword(searcher):
+    """A sentence of an unspaced script is one token: its overlapping trigrams are matched instead, so
+    another sentence about Tokyo ramen finds the stored one, and the rarer trigrams weigh more."""
+    assert keyword_terms("東京のラーメン屋") == ["東京の", "京のラ", "のラー", "ラーメ", "ーメン", "メン屋"]
+    [hit] = searcher.search("東京のおいしいラーメン屋を教えて", k=1, mode="keyword")
+    assert hit.text == "東京で一番おいしいラーメン屋はどこですか"
+    assert searcher.search("大阪の天気", k=3, mode="keyword") == []  # no trigram in common: nothing
+
+
+def test_the_bigrams_of_a_sentence_are_read_only_when_no_trigram_matched(searcher, monkeypatch):
+    """Trigrams go through the index; a sentence none of whose trigrams matches is looked up again by its
+    bigrams (the two-character words inside it), which only a read of every chunk finds."""
+    asked: list[list[str]] = []
+    real = searcher.store.keyword_hits
+    monkeypatch.setattr(searcher.store, "keyword_hits", lambda terms, *rest: asked.append(list(terms)) or real(terms, *rest))
+    [hit] = searcher.search("東京のおいしいラーメン屋を教えて", k=1, mode="keyword")
+    assert hit.text == "東京で一番おいしいラーメン屋はどこですか" and len(asked) == 1  # its trigrams sufficed
+    asked.clear()
+    [hit] = searcher.search("東京駅の近く", k=1, mode="keyword")  # trigrams 東京駅, 京駅の, 駅の近, の近く: none stored
+    assert hit.text.startswith("東京") and asked == [keyword_terms("東京駅の近く"), keyword_terms("東京駅の近く", fine=True)]
+
+
+def test_unspaced_runs_split_into_trigrams_and_korean_words_into_bigrams():
+    assert keyword_terms("今晩 2名 予約") == ["今晩", "2名", "予約"]  # short runs and mixed tokens stay whole
+    assert keyword_terms("東京") == ["東京"] and keyword_terms("名") == ["名"]
+    assert keyword_terms("찌개에 두부는") == ["찌개", "개에", "두부", "부는"]
+    assert keyword_terms("列表推导式 map") == ["列表推", "表推导", "推导式", "map"]
+    assert keyword_terms("ラーメン 東京都") == ["ラーメ", "ーメン", "東京都"]  # a run of three stays whole
+    assert keyword_terms("김치찌개를끓였어요") == ["김치찌", "치찌개", "찌개를", "개를끓", "를끓였", "끓였어", "였어요"]
+    assert keyword_terms("東京のラーメン", fine=True) == ["東京", "京の", "のラ", "ラー", "ーメ", "メン"]
+
+
 def test_keyword_terms_and_the_fts_expression_quote_every_term():
     assert keyword_terms('how did I fix "the" docker NEAR error*') == ["fix", "docker", "NEAR", "error*"]
     assert fts_match(keyword_terms('how did I fix "the" docker NEAR error*')) == '"fix" OR "docker" OR "NEAR" OR "error*"'
@@ -422,3 +455,35 @@ def test_a_store_of_a_model_this_version_cannot_run_still_searches_by_keyword(tm
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "built with embedding model text-embedding-3-small" in result.output and "--mode keyword" in result.output
     assert search_cli(other, "docker", "--mode", "keyword").exit_code == 0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either_store(request, tmp_path):
+    """A store of each kind holding the same Japanese and Korean messages (two-dimensional vectors)."""
+    from sparky.stores import open_store
+
+    url = str(tmp_path / "memory.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = open_store(url)
+    store.ensure_schema("test-model", 2)
+    conversation = Conversation("chatgpt", "mixed", "Mixed", 1.0, 2.0)
+    texts = ["東京でラーメンを食べた。ラーメンは最高", "駅前のラーメン屋", "맛있는 김치찌개를 끓였어요", "The ramen in Tokyo"]
+    store.upsert([MessageRecord(Message("mixed", f"m{n}", "user", 1.0, text, n).key("chatgpt"), conversation,
+                                Message("mixed", f"m{n}", "user", 1.0, text, n), (text,),
+                                np.ones((1, 2), np.float32) / np.sqrt(2)) for n, text in enumerate(texts)])
+    yield store
+    store.close()
+
+
+def test_both_stores_rank_a_sentence_by_its_pieces_alike(either_store):
+    """The trigrams of a Japanese sentence and the bigrams of a Korean word with its particle are matched as
+    substrings, each weighted by its IDF: on both stores, the message sharing two rare trigrams (のラー, メン屋)
+    outranks the one sharing only the common ラーメ, ーメン (in half the messages: IDF at its floor)."""
+    from sparky.stores import StoreFilters
+
+    ramen = either_store.keyword_hits(keyword_terms("東京のラーメン屋"), StoreFilters(), 5)
+    rows = either_store.messages([hit.message for hit in ramen])
+    assert [rows[hit.message].text for hit in ramen] == ["駅前のラーメン屋", "東京でラーメンを食べた。ラーメンは最高"]
+    rare = np.log(3.5 / 1.5)  # a trigram in one of the four chunks
+    assert [hit.score for hit in ramen] == [pytest.approx(2 * rare, abs=1e-4), pytest.approx(0, abs=1e-4)]
+    [stew] = either_store.keyword_hits(keyword_terms("찌개에 두부는"), StoreFilters(), 5)
+    assert either_store.messages([stew.message])[stew.message].text == "맛있는 김치찌개를 끓였어요"

@@ -48,4 +48,8 @@ def test_a_search_in_another_language_finds_the_answer(e5, tmp_path):
     searcher = Searcher(store, "e5")
     assert searcher.search("¿qué arroz para la paella?", k=1, mode="vector", floor=False)[0].text == texts[0]
     assert searcher.search("돼지고기 찌개 만드는 법", k=1, mode="vector", floor=False)[0].text == texts[2]
+    # a multilingual model's cosine is evidence outside English: a Spanish paraphrase sharing no word with
+    # its answer is answered in hybrid mode with the floor on (an English-only model's would need shared words)
+    [hit] = searcher.search("¿qué grano uso en el plato valenciano?", k=1)
+    assert hit.text == texts[0] and hit.keyword_score is None
     store.close()

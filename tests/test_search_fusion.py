@@ -80,3 +80,94 @@ def test_function_words_of_other_languages_are_not_keyword_terms():
     assert keyword_terms("¿cómo se poda un bonsái de olivo?") == ["poda", "bonsái", "olivo?"]
     assert keyword_terms("Wie wechsle ich die Zündkerzen am Motorrad?") == ["wechsle", "Zündkerzen", "Motorrad?"]
     assert keyword_terms("jak wymienić uszczelkę w kranie") == ["wymienić", "uszczelkę", "kranie"]
+
+
+# A small real store (MiniLM): an exchange in Korean, one in Spanish, one in Japanese, two in English.
+EXCHANGES = [
+    ("kimchi", "김치찌개 끓이기", "맛있는 김치찌개 만드는 방법 알려줘",
+     "잘 익은 신김치 300g과 돼지고기 앞다리살 200g을 준비하세요. 돼지고기를 먼저 볶다가 김치를 넣고 5분 더"
+     " 볶습니다. 쌀뜨물 500ml를 부어 20분 끓입니다. 두부와 대파를 넣고 5분 더 끓이면 완성입니다."),
+    ("paella", "Paella valenciana", "¿Cómo hago una paella valenciana auténtica para seis personas?",
+     "Para seis personas usa una paellera de 50 cm. Sofríe 800 g de pollo y 400 g de conejo en aceite de"
+     " oliva, añade judía verde y garrofó, luego tomate rallado. Reparte 600 g de arroz bomba y deja reposar"
+     " 5 minutos tapada con un paño."),
+    ("fuji", "富士山登山の準備", "8月に初めて富士山に登ります。何を準備すればいいですか？",
+     "吉田ルートなら五合目から山頂まで登りに約6時間かかります。山頂は真夏でも気温が5度前後なので、フリースと"
+     "防水のレインウェアは必須です。山小屋は予約が必要で、高山病を防ぐために八合目で一泊するのがおすすめです。"),
+    ("docker", "Docker permissions", "docker ps says permission denied on the daemon socket",
+     "Your user is not in the docker group: run sudo usermod -aG docker $USER and log in again."),
+    ("bread", "Sourdough", "My sourdough starter has not bubbled after three days.",
+     "Keep the starter around 24 °C and feed it twice a day with equal weights of flour and water."),
+]
+
+
+@pytest.fixture(scope="module")
+def languages(tmp_path_factory):
+    import numpy as np
+
+    from sparky.embedders import get_embedder
+    from sparky.models import Conversation, Message
+    from sparky.search import Searcher, open_for_search
+    from sparky.stores import MessageRecord
+    from sparky.stores.sqlite import SQLiteStore
+
+    embedder = get_embedder("minilm")
+    path = tmp_path_factory.mktemp("languages") / "memory.db"
+    store = SQLiteStore(path)
+    store.ensure_schema(embedder.model, embedder.dimensions)
+    records = []
+    for number, (name, title, question, answer) in enumerate(EXCHANGES):
+        conversation = Conversation("chatgpt", name, title, 1.7e9 + number, None)
+        for position, (role, text) in enumerate((("user", question), ("assistant", answer))):
+            message = Message(name, f"{name}-{position}", role, 1.7e9 + number, text, position)
+            records.append(MessageRecord(message.key("chatgpt"), conversation, message, (text,),
+                                         np.asarray(embedder.embed([text]), dtype=np.float32)))
+    store.upsert(records)
+    store.close()
+    opened = open_for_search(str(path))
+    yield Searcher(opened, "minilm")
+    opened.close()
+
+
+def test_unlike_english_reads_the_script_and_the_function_words():
+    from sparky.search.query import unlike_english
+
+    assert unlike_english("오로라를 보기 가장 좋은 달은 언제예요?") and unlike_english("火山の噴火を予知する方法")
+    assert unlike_english("تاريخ الإمبراطورية العثمانية") and unlike_english("jak wymienić uszczelkę w kranie")
+    assert unlike_english("¿cómo se poda un bonsái de olivo?") and unlike_english("Wie wechsle ich die Zündkerzen?")
+    assert not unlike_english("how do I tune a concert harp") and not unlike_english("quantum chromodynamics gluon")
+    assert not unlike_english("what is a car") and not unlike_english("docker compose up")
+
+
+@pytest.mark.parametrize("query", ["오로라를 보기 가장 좋은 달은 언제예요?", "¿cómo se poda un bonsái de olivo?"])
+def test_a_question_unlike_english_with_no_answer_is_said_to_have_none(languages, query):
+    """MiniLM rates texts of one language other than English alike: the Korean (Spanish) messages stand
+    above the hybrid floor by their cosine alone, but share no word with the question, so it has no answer."""
+    from sparky.search import FLOORS
+
+    unfloored = languages.search(query, k=1, floor=False)
+    assert unfloored and unfloored[0].score >= FLOORS["hybrid"] and unfloored[0].keyword_score is None
+    assert languages.search(query, k=5) == []
+
+
+@pytest.mark.parametrize("query, conversation", [
+    ("찌개에 두부는 언제 넣어요?", "kimchi"),  # "찌개에" is found inside "김치찌개", "두부" inside "두부와"
+    ("¿cuánto tiempo reposa el arroz al final?", "paella"),
+    ("富士山の持ち物", "fuji"),  # its trigram 富士山 is in the question
+    ("富士登山の持ち物", "fuji"),  # no trigram matches: its bigram 富士 (a read of every chunk) is in the question
+    ("docker permission denied", "docker"),
+])
+def test_an_answerable_question_keeps_its_answer(languages, query, conversation):
+    [first, *_] = languages.search(query, k=5)
+    assert first.conversation_id == conversation
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_one_common_bigram_of_a_japanese_sentence_is_no_match(languages, mode):
+    """None of the trigrams of 火山の噴火を予知する方法 ("how to predict volcanic eruptions") is in the store,
+    so its bigrams are looked up, and of those only する is (in 一泊する): one piece of eleven is no evidence,
+    in keyword mode as in hybrid mode."""
+    query = "火山の噴火を予知する方法"
+    unfloored = languages.search(query, k=3, mode=mode, floor=False)
+    assert any(result.conversation_id == "fuji" for result in unfloored)
+    assert languages.search(query, k=3, mode=mode) == []

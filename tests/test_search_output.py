@@ -219,3 +219,14 @@ def test_a_long_passage_is_wrapped_on_a_terminal_never_cut(searcher):
     screen = rendered(results, "which lighthouse is the oldest still working", 60)
     assert max(cell_len(line) for line in screen.splitlines()) <= 60
     assert " ".join(LIGHTHOUSE.split()) in " ".join(line.strip() for line in screen.splitlines())
+
+
+def test_the_pieces_of_an_unspaced_query_are_marked_where_they_matched():
+    """A Korean word with its particle, or a Japanese sentence, is marked by the pieces the keyword side
+    matched (bigrams, trigrams), inside longer runs, overlapping ones as one span; other words only as whole
+    words."""
+    from sparky.search.snippets import make_snippet, query_terms
+
+    text = "맛있는 김치찌개를 끓였어요. 東京でラーメンを食べた"
+    snippet, spans = make_snippet(text, (0, len(text)), query_terms("찌개에 東京のラーメン ramen"))
+    assert [snippet[a:b] for a, b in spans] == ["찌개", "ラーメン"]

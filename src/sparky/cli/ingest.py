@@ -22,7 +22,11 @@ from .reset import run_reset
 PRUNE_LISTED = 20
 
 if TYPE_CHECKING:
-    from ..embedders import Embedder
+    from typing import Callable
+
+    from ..embedders import Embedder, RetryPolicy
+    from ..pipeline.ingest import IngestResult, StopRequest
+    from .display import Display
     from ..readers import ExportReader
     from ..stores import Store
     from ..stores.records import StoredConversation
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 @network_options
 @click.option("--prune", is_flag=True, help="Remove the stored conversations this export no longer holds (they are "
               "kept by default: a partial export never deletes memory); shows them and asks first (--yes skips).")
+@click.option("--progressive", is_flag=True, help="Two passes: the static wordllama model first (the whole memory "
+              "searchable in seconds), then the transformer (--embedder, default minilm) over the same chunks, "
+              "made the primary space once complete. Resumable: the next ingest or reembed finishes it.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems and the final summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every conversation as it is processed.")
 @click.pass_context
@@ -53,8 +60,8 @@ if TYPE_CHECKING:
 def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: str | None, embedder: str | None,
                    batch_size: int, reset: bool, yes: bool, export_format: str | None, include_do_not_remember: bool,
                    retries: int, retry_delay: float, max_retry_delay: float, model: str | None, base_url: str | None,
-                   api_key_env: str, dimensions: int | None, concurrency: int, prune: bool, quiet: bool,
-                   verbose: bool) -> None:
+                   api_key_env: str, dimensions: int | None, concurrency: int, prune: bool, progressive: bool,
+                   quiet: bool, verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
     from ..crashpoints import crashpoint
     from ..embedders import resolve_embedder
@@ -63,6 +70,7 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
     from ..readers import ExportReader
     from ..stores import open_store
     from .display import Display
+    from .indexing import index_for_search
     from .summary import print_summary
 
     out, err = console(), console(stderr=True)  # results and the summary; progress, warnings and errors
@@ -80,6 +88,13 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
         ensure_parent(progress_file)
         store = open_store(url)
         try:
+            transformer = _progressive_transformer(store, embedder, progressive, err)
+            if transformer is not None:
+                retry = retry_policy(retries, retry_delay, max_retry_delay)
+                run_progressive(ctx, export, progress_file, db, store, transformer, reader, display, stop, retry,
+                                batch_size, (lambda absent: _confirm_pruning(absent, yes, err)) if prune else None,
+                                out, err, quiet)
+                return
             try:
                 name = resolve_embedder(embedder, store.meta().get("model"))
             except SparkyError as exc:
@@ -100,6 +115,8 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
                     "Nothing was stored yet.")
                 out.print(f"[yellow]Interrupted.[/] {saved}")
                 _exit_with_resume_hint(out, ctx, export, progress_file, db)
+            if not result.interrupted:
+                index_for_search(store, err, quiet)
         finally:
             store.close()
     finally:
@@ -107,6 +124,63 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
     print_summary(out, result, progress_file, ingestion.reader.files, quiet=quiet)
     if result.interrupted:
         _exit_with_resume_hint(out, ctx, export, progress_file, db)
+    if not result.complete:
+        sys.exit(1)
+
+
+def _progressive_transformer(store: "Store", embedder: str | None, progressive: bool, err: Console) -> str | None:
+    """The transformer of a progressive run (asked for, or one left to finish), else None: a plain ingest."""
+    from ..pipeline.progressive import pending_space, transformer_name
+
+    if not progressive and pending_space(store) is None:
+        return None
+    name = transformer_name(store, embedder)
+    if name is None:
+        err.print(f"The store's primary space is {escape(store.meta()['model'])}, a transformer already: "
+                  "--progressive is a plain ingest.")
+    return name
+
+
+def run_progressive(ctx: click.Context, export: Path, progress_file: Path, db: str | None, store: "Store",
+                    transformer: str, reader: "ExportReader", display: "Display", stop: "StopRequest",
+                    retry: "RetryPolicy", batch_size: int,
+                    prune: "Callable[[list[tuple[str, StoredConversation]]], bool] | None", out: Console,
+                    err: Console, quiet: bool) -> None:
+    """Pass 1 (wordllama, then searchable) and pass 2 (``transformer``, then primary); exits 130 when stopped."""
+    from ..crashpoints import crashpoint
+    from ..embedders import get_embedder
+    from ..pipeline.ingest import Interrupted
+    from ..pipeline.progressive import STATIC_EMBEDDER, ProgressiveIngestion
+    from .indexing import index_for_search
+    from .reembed import ReembedDisplay, print_result
+    from .summary import print_summary
+
+    crashpoint("loading_model")
+    fast, model = get_embedder(STATIC_EMBEDDER), get_embedder(transformer)
+
+    def between(first: "IngestResult") -> None:
+        print_summary(out, first, progress_file, reader.files, quiet=quiet)
+        out.print(f"Pass 1 done: searchable now ({escape(fast.model)}). Pass 2: {escape(model.model)} over the "
+                  "stored chunks (Ctrl+C stops it; the next ingest resumes it).")
+
+    run = ProgressiveIngestion(export, progress_file, store, fast, model, display, ReembedDisplay(err, quiet=quiet),
+                               batch_chunks=batch_size, stop=stop, retry=retry, reader=reader, prune=prune,
+                               between=between)
+    try:
+        result = run.run()
+    except Interrupted:
+        out.print("[yellow]Interrupted.[/] Nothing was stored yet." if not progress_file.exists() else
+                  f"[yellow]Interrupted.[/] Progress saved to {escape(str(progress_file))}.")
+        _exit_with_resume_hint(out, ctx, export, progress_file, db)
+    if result.reembed is None:
+        if result.ingest.interrupted:
+            print_summary(out, result.ingest, progress_file, reader.files, quiet=quiet)
+        _exit_with_resume_hint(out, ctx, export, progress_file, db)
+    print_result(out, result.reembed, True)
+    if result.stopped:
+        _exit_with_resume_hint(out, ctx, export, progress_file, db)
+    if result.complete:
+        index_for_search(store, err, quiet)
     if not result.complete:
         sys.exit(1)
 

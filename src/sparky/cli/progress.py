@@ -12,7 +12,7 @@ import click
 
 from .options import db_option, friendly_errors, progress_file_option, store_url
 from .reset import run_reset
-from ..errors import InputError
+from ..errors import InputError, SparkyError
 from ..pipeline.progress import DEFAULT_NAME, load_progress
 from ..stores import redact, store_path
 from ..words import plural
@@ -51,11 +51,11 @@ def progress_command(estimate_time: bool, reset: bool, yes: bool, as_json: bool,
         if stored is None:
             sys.exit(EXIT_NOT_STARTED)
         return
-    _print_report(progress_file, progress, export, estimate_time, as_json)
+    _print_report(progress_file, progress, export, estimate_time, as_json, url)
 
 
 def _print_report(progress_file: Path, progress: dict[str, Any], export: Path | None, estimate_time: bool,
-                  as_json: bool) -> None:
+                  as_json: bool, url: str) -> None:
     from ..pipeline.estimate import estimate_time as estimate
     from ..pipeline.rebuild import open_matching_export
     from ..pipeline.report import build_report, render_text, to_json
@@ -63,7 +63,26 @@ def _print_report(progress_file: Path, progress: dict[str, Any], export: Path | 
     report = build_report(progress_file, progress)
     if estimate_time:
         report.estimate = estimate(progress, lambda: open_matching_export(progress, export, progress_file))
+    report.passes = _passes(url, estimate_time)
     click.echo(to_json(report) if as_json else render_text(report))
+
+
+def _passes(url: str, estimate_time: bool) -> list:
+    """A progressive ingestion's two passes, read from the store (none when there is no store file)."""
+    from ..pipeline.report import progressive_passes
+    from ..search import open_for_search
+
+    path = store_path(url)
+    if path is not None and not path.is_file():
+        return []
+    try:
+        store = open_for_search(url)
+    except SparkyError:  # a server down: the report is the progress file's, the passes are extra
+        return []
+    try:
+        return progressive_passes(store, estimate_time)
+    finally:
+        store.close()
 
 
 def _load(progress_file: Path) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..words import plural
 from .display import STOPPED_NOW, STOPPING
+from .indexing import index_for_search
 from .ingest import NetworkOptions, _embedder
 from .options import (EXIT_INTERRUPTED, DEFAULT_DB_NAME, confirm_sending, console, friendly_errors, network_options,
                       retry_options, retry_policy)
@@ -66,6 +67,8 @@ def reembed_command(embedder: str, db: str, replace: bool, batch_size: int, retr
             except Interrupted:
                 out.print("[yellow]Interrupted[/] before anything was embedded.")
                 sys.exit(EXIT_INTERRUPTED)
+            if result.complete and result.primary:
+                index_for_search(store, err, quiet)
         finally:
             store.close()
     finally:

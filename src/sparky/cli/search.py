@@ -48,24 +48,28 @@ INDENT = 4
 @click.option("--embedder", help="Embedding model for the query (default: the one the store was built with).")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="A store built with --embedder openai: the environment variable holding the key (never shown).")
+@click.option("--space", metavar="MODEL|EMBEDDER", help="Search this embedding space only (see `sparky spaces`; "
+              "default: the best space where it has vectors, the static one elsewhere).")
 @progress_file_option
 @db_option
 @friendly_errors
 def search_command(query: tuple[str, ...], k: int, role: str | None, conversation: str | None, since: str | None,
                    until: str | None, source: str | None, context: int, mode: str, output: str, full: bool,
                    min_score: float | None, show_all: bool, include_superseded: bool, embedder: str | None,
-                   api_key_env: str, progress_file: Path, db: str | None) -> None:
+                   api_key_env: str, space: str | None, progress_file: Path, db: str | None) -> None:
     """Search the memory for QUERY: messages that match its meaning and its words, each with its exchange."""
     text = " ".join(query)
     filters = Filters(role, conversation, source, parse_when(since) if since else None,
                       parse_when(until, end=True) if until else None, include_superseded)
     store = open_for_search(store_url(db, progress_file))
     try:
+        if space is not None and embedder is not None:
+            raise click.UsageError("--space searches with that space's own model: leave out --embedder")
         searcher = Searcher(store, _network_embedder(store, embedder, api_key_env) if mode != "keyword" else embedder)
         if mode != "keyword" and searcher.given_embedder is None:
-            preload_embedder(searcher.embedder_name)
+            _preload(store, searcher, space)
         results = searcher.search(text, k=k, mode=mode, filters=filters, context=context, floor=not show_all,
-                                  min_score=min_score)
+                                  min_score=min_score, space=space)
     finally:
         store.close()
     floor = None if show_all else min_score if min_score is not None else FLOORS[mode]
@@ -80,6 +84,17 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
         click.echo(context_block(results))
     else:
         print_results(console(), results, text, mode, full)
+
+
+def _preload(store: "Store", searcher: Searcher, space: str | None) -> None:
+    """Start loading the model of each space the query is embedded for (both, mid-way through a
+    progressive ingestion)."""
+    from ..search.spaces import embedder_of
+
+    plan = searcher.spaces.plan(space) if searcher.requested_embedder is None else None
+    names = [embedder_of(held) for held in plan.spaces] if plan and not plan.primary_only else [searcher.embedder_name]
+    for name in names:
+        preload_embedder(name)
 
 
 def _network_embedder(store: "Store", embedder: str | None, api_key_env: str) -> "str | Embedder | None":

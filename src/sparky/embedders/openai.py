@@ -170,6 +170,11 @@ class OpenAIEmbedder:
         self._bad_requests_in_a_row = 0
         self._fatal: FatalEmbedError | None = None  # once the key or model is refused, nothing more is sent
 
+    @property
+    def multilingual(self) -> bool:
+        """OpenAI's own models are trained on many languages; a model on another server may not be."""
+        return self.host == OPENAI_HOST
+
     def __repr__(self) -> str:
         return f"OpenAIEmbedder({self.api_model!r} at {self.base_url})"
 

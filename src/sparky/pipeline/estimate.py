@@ -24,12 +24,14 @@ from ..embedders.pricing import recorded_cost
 from ..errors import InputError
 from ..readers import ExportReader
 from .select import Selector
+from ..stores import Space, Store
 from ..words import plural
 
 MIN_SPREAD = 0.15
 CALIBRATION_SAMPLE = 64
 CALIBRATION_WARMUP = 8
 CALIBRATION_RANGE = (0.7, 1.0)  # the pipeline also reads, chunks and writes: at most the embedding rate
+REEMBED_RANGE = (0.9, 1.0)  # a re-embedding only reads and writes: a few percent over the bare encode
 SESSION_HOURS = (1, 2)
 
 
@@ -60,6 +62,17 @@ class Estimate:
                     f"in {self.measured_seconds:.1f}s (no session has stored anything yet)")
         return (f"{plural(self.measured_sessions, 'session')}: {plural(self.measured_messages, 'message')} in "
                 f"{format_duration(self.measured_seconds)} of work")
+
+
+@dataclass
+class PassEstimate:
+    """The time left of a re-embedding pass (``progressive``'s pass 2), by calibration on its next chunks."""
+
+    remaining_chunks: int
+    measured_chunks: int
+    measured_seconds: float
+    seconds_low: float
+    seconds_high: float
 
 
 @dataclass
@@ -201,6 +214,25 @@ def _calibrated(
     rate = len(sample) / seconds
     estimate = Estimate(remaining, "calibration", 0, len(sample), seconds)
     return plan(estimate, rate * CALIBRATION_RANGE[0], rate * CALIBRATION_RANGE[1])
+
+
+def estimate_pass(store: Store, space: Space, embedder_factory: Callable[[str], Embedder] = get_embedder
+                  ) -> PassEstimate | None:
+    """The time left to give every chunk a vector in ``space`` (a local model's): its next chunks embedded once
+    as a calibration; None when none is missing or no local model runs the space."""
+    name = embedder_for_model(space.model)
+    remaining = store.stats()["chunks"] - store.space_vectors().get(space, 0)
+    if name is None or remaining <= 0:
+        return None
+    texts = [text for _, text in store.chunks_missing_vectors(space, 0, CALIBRATION_SAMPLE)]
+    embedder = embedder_factory(name)
+    embedder.embed(texts[:CALIBRATION_WARMUP])
+    started = time.perf_counter()
+    embedder.embed(texts)
+    seconds = max(time.perf_counter() - started, 1e-6)
+    rate = len(texts) / seconds
+    return PassEstimate(remaining, len(texts), seconds, remaining / (rate * REEMBED_RANGE[1]),
+                        remaining / (rate * REEMBED_RANGE[0]))
 
 
 def format_duration(seconds: float) -> str:

@@ -7,15 +7,16 @@ always sees one whole checkpoint, even while an ingestion is running.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .estimate import SESSION_HOURS, Estimate, format_duration
+from .estimate import SESSION_HOURS, Estimate, PassEstimate, estimate_pass, format_duration
 from ..embedders.pricing import format_cost
 from .progress import DEFAULT_NAME
-from ..stores import redact
+from .progressive import is_static, is_transformer
+from ..stores import Store, redact
 from ..words import plural
 
 RULE = "=" * 80
@@ -47,6 +48,19 @@ class FailureGroup:
 
 
 @dataclass
+class PassState:
+    """One pass of a progressive ingestion: its embedding space, the chunks holding a vector in it."""
+
+    number: int
+    model: str
+    dimensions: int
+    vectors: int
+    chunks: int
+    primary: bool
+    estimate: PassEstimate | None = None  # the time left (pass 2, with --estimate-time)
+
+
+@dataclass
 class Report:
     """Everything the report says, in one record (also the JSON object of ``--json``)."""
 
@@ -66,6 +80,7 @@ class Report:
     sessions: int
     complete: bool
     estimate: Estimate | None = None
+    passes: list[PassState] = field(default_factory=list)  # a progressive ingestion's two passes
 
 
 def build_report(progress_path: Path, progress: dict[str, Any]) -> Report:
@@ -94,6 +109,25 @@ def build_report(progress_path: Path, progress: dict[str, Any]) -> Report:
         sessions=len(progress["sessions"]),
         complete=messages.total > 0 and messages.remaining == 0 and not failed,
     )
+
+
+def progressive_passes(store: Store, estimate: bool = False) -> list[PassState]:
+    """Both passes of a progressive ingestion (the static space and the transformer's, pass 2 with its time
+    left when ``estimate``), or [] for a store that holds no such pair of spaces."""
+    counts, chunks = store.space_vectors(), store.stats()["chunks"]
+    meta = store.meta()
+    static = [space for space in counts if is_static(space.model)]
+    transformers = [space for space in counts if is_transformer(space.model)]
+    if not static or not transformers:
+        return []
+    second = max(transformers, key=lambda space: counts[space])
+    passes = []
+    for number, space in ((1, static[0]), (2, second)):
+        primary = (meta.get("model"), meta.get("dimensions")) == (space.model, str(space.dimensions))
+        passes.append(PassState(number, space.model, space.dimensions, counts[space], chunks, primary))
+    if estimate:
+        passes[1].estimate = estimate_pass(store, second)
+    return passes
 
 
 def failure_groups(failed: dict[str, str]) -> list[FailureGroup]:
@@ -156,6 +190,7 @@ def render_text(report: Report) -> str:
     ]
     lines += _status_lines(report)
     lines += _failure_lines(report)
+    lines += _pass_lines(report)
     lines += _setup_lines(report)
     if report.estimate is not None:
         lines += ["", *estimate_lines(report.estimate)]
@@ -183,6 +218,27 @@ def _failure_lines(report: Report) -> list[str]:
         lines.append(f"  {report.failed_messages - shown:,} more with other errors, listed in {report.progress_file}")
     lines += [f"Failed conversation {cid}: {reason}" for cid, reason in report.failed_conversations]
     lines.append(f"The next run retries them: {report.resume_command}")
+    return lines
+
+
+def _pass_lines(report: Report) -> list[str]:
+    """The PASSES section: stored messages, then each space's vectors over the chunks."""
+    if not report.passes:
+        return []
+    lines = ["", "PASSES (progressive ingestion):"]
+    for state in report.passes:
+        percent = 100.0 * state.vectors / state.chunks if state.chunks else 0.0
+        role = "static, searchable at once" if state.number == 1 else "transformer"
+        status = "the primary space" if state.primary else (
+            "complete" if state.vectors >= state.chunks else "becomes primary once complete")
+        stored = f"{report.messages.processed:,}/{report.messages.total:,} messages stored; " if state.number == 1 else ""
+        lines.append(f"Pass {state.number} ({role}, {state.model}): {stored}{state.vectors:,}/"
+                     f"{plural(state.chunks, 'chunk')} with vectors ({percent:.1f}%); {status}")
+        if state.estimate is not None:
+            lines.append(f"Pass {state.number} time left: {format_duration(state.estimate.seconds_low)} - "
+                         f"{format_duration(state.estimate.seconds_high)} (calibration: "
+                         f"{plural(state.estimate.measured_chunks, 'chunk')} in "
+                         f"{state.estimate.measured_seconds:.1f}s)")
     return lines
 
 

@@ -19,9 +19,10 @@ import numpy as np
 from ..embedders.openai_names import is_recorded_openai
 from ..errors import SparkyError
 from ..stores import ChunkHit, MessageRow, Store, StoreFilters
-from .fusion import RRF_K, SIDE_DEPTH, VECTOR_WEIGHT, combine, fuse, keyword_evidence
-from .query import SearchError, clean_query, iso_date, keyword_terms, parse_when
+from .fusion import EVIDENCE_FLOOR, RRF_K, SIDE_DEPTH, VECTOR_WEIGHT, combine, evidence_of, fuse, keyword_evidence
+from .query import SearchError, clean_query, iso_date, keyword_terms, parse_when, unlike_english
 from .snippets import make_snippet, passage_windows, query_terms
+from .spaces import SpacePlanner, embedder_of, mixed_hits, on_scale_of
 
 if TYPE_CHECKING:
     from ..embedders import Embedder
@@ -36,8 +37,9 @@ NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1
 # The relevance floor per mode, on the score that mode ranks by (hybrid: the combined score; vector: the
 # cosine; keyword: BM25, where any word matched counts). From bench/search_quality.py --sweep among
 # generated distractors: the lowest floor at which every English no-answer query is said as such (93 %
-# of the answerable queries still answered in hybrid mode, 77 % in vector mode; MiniLM cannot tell
-# unrelated texts of other scripts apart, so those no-answer queries stay above any useful floor).
+# of the answerable queries still answered in hybrid mode, 77 % in vector mode). MiniLM cannot tell
+# unrelated texts of other languages apart, so those no-answer queries stay above any useful floor: a
+# query unlike English also needs keyword evidence (``fusion.EVIDENCE_FLOOR``) in hybrid and keyword mode.
 FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
 # Results whose passage, when it holds none of the query's words, is the window of their chunk closest
 # in meaning: a few windows embedded per result (~15 ms each on 2 cores), so only for those read first.
@@ -142,6 +144,8 @@ class Searcher:
         self.store = store
         self.given_embedder = None if embedder is None or isinstance(embedder, str) else embedder
         self.requested_embedder = embedder if isinstance(embedder, str) else None
+        self._query_embedder = threading.local()  # per search: the embedder of the space its query vector is in
+        self.spaces = SpacePlanner(store)
         self.documents = store.message_count()  # for the keyword side's IDF scale: its logarithm barely moves
         if self.documents == 0:
             raise SearchError(f"{store.url}: the memory store is empty; run `sparky ingest EXPORT` first")
@@ -160,14 +164,17 @@ class Searcher:
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", filters: Filters = Filters(),
                context: int = 0, depth: int = SIDE_DEPTH, rrf_k: int = RRF_K, *, fusion: str = "combined",
-               floor: bool = True, min_score: float | None = None, exchanges: bool = True) -> list[SearchResult]:
+               floor: bool = True, min_score: float | None = None, exchanges: bool = True,
+               space: str | None = None) -> list[SearchResult]:
         """The ``k`` best messages for ``query``, each with its exchange and ``context`` neighbours on either
         side; [] when none reaches the relevance floor.
 
         ``floor=False`` returns the best ``k`` however weak; ``min_score`` replaces the mode's calibrated
         floor (``FLOORS``). With ``exchanges``, a question and its answer are one result (the better hit).
         ``fusion="rrf"`` ranks hybrid results by reciprocal rank fusion (``rrf_k``), the fusion before
-        ``combine``; it has no calibrated floor, so only ``min_score`` applies to it.
+        ``combine``; it has no calibrated floor, so only ``min_score`` applies to it. ``space`` (a model or an
+        embedder name) searches that embedding space only; by default a store mid-way through a progressive
+        ingestion is searched across its spaces (``spaces``).
         """
         query = clean_query(query)
         if mode not in MODES:
@@ -178,7 +185,11 @@ class Searcher:
         terms = keyword_terms(query)
         side_limit = max(k, depth) if mode == "hybrid" else k * 2 if exchanges else k
         keyword = self.store.keyword_hits(terms, where, side_limit) if mode != "vector" else []
-        vector, query_vector = self._vector(query, where, side_limit) if mode != "keyword" else ([], None)
+        if mode != "vector" and (finer := keyword_terms(query, fine=True)) != terms and \
+                max(evidence_of(keyword, self.documents, len(terms)).values(), default=0.0) <= EVIDENCE_FLOOR:
+            # no trigram of an unspaced run matched enough: its bigrams (a read of every chunk) may
+            terms, keyword = finer, self.store.keyword_hits(finer, where, side_limit)
+        vector, query_vector = self._vector(query, where, side_limit, space) if mode != "keyword" else ([], None)
         if mode != "hybrid":
             ranked = [(hit.message, hit.score) for hit in (vector if mode == "vector" else keyword)]
         elif fusion == "rrf":  # a keyword hit on words most messages hold (BM25 ~ 0) is no evidence
@@ -189,8 +200,20 @@ class Searcher:
             else FLOORS[mode]
         if floor and threshold is not None:
             ranked = [(message, score) for message, score in ranked if score >= threshold]
-        chosen = self._chosen(ranked, k, exchanges)
+        strict = floor and min_score is None and mode != "vector" and unlike_english(query) \
+            and (mode == "keyword" or fusion == "combined" and not self._multilingual())
+        chosen = self._chosen(ranked, max(len(ranked), 1) if strict else k, exchanges)
+        if strict:  # the cosine says little outside English, nor does one common piece: the words must match enough
+            held = evidence_of(keyword, self.documents, len(terms))
+            chosen = [(row, score, exchange) for row, score, exchange in chosen
+                      if any(held.get(item.id, 0.0) > EVIDENCE_FLOOR
+                             for item in (row, exchange.question, exchange.answer) if item is not None)][:k]
         return self._results(query, len(terms), chosen, vector, keyword, context, query_vector)
+
+    def _multilingual(self) -> bool:
+        """Whether the model the query was embedded with was trained on many languages (``multilingual``):
+        then its cosine is evidence outside English too, and a non-English result needs no shared words."""
+        return getattr(self._embedder(), "multilingual", False)
 
     def _store_filters(self, filters: Filters) -> StoreFilters:
         rows = None
@@ -201,7 +224,27 @@ class Searcher:
         return StoreFilters(filters.role, filters.source, rows, filters.since, filters.until,
                             filters.include_superseded)
 
-    def _vector(self, query: str, where: StoreFilters, limit: int) -> tuple[list[ChunkHit], np.ndarray]:
+    def _vector(self, query: str, where: StoreFilters, limit: int,
+                space: str | None = None) -> tuple[list[ChunkHit], np.ndarray]:
+        """The vector side: in the space named, else across the store's spaces (``spaces.SpacePlanner``), else
+        (an embedder given or requested) in the primary space with that embedder."""
+        self._query_embedder.name = None
+        if space is None and (self.given_embedder is not None or self.requested_embedder is not None):
+            return self._primary_vector(query, where, limit)
+        plan = self.spaces.plan(space)
+        if plan.primary_only:
+            return self._primary_vector(query, where, limit)
+        sides = []
+        for held in plan.spaces:
+            name = embedder_of(held)
+            vector = self._query_vector(self._embedder(name), query)
+            hits = self.store.vector_hits(vector, where, limit, space=held)
+            sides.append((on_scale_of(plan.spaces[0], held, hits) if plan.mixed else hits, vector, name))
+        self._query_embedder.name = sides[0][2]  # passages are rated in the better space
+        hits = mixed_hits(sides[0][0], sides[1][0], plan.frontier, limit) if plan.mixed else sides[0][0]
+        return hits, sides[0][1]
+
+    def _primary_vector(self, query: str, where: StoreFilters, limit: int) -> tuple[list[ChunkHit], np.ndarray]:
         meta = self.store.meta()
         embedder = self._embedder()
         if meta.get("model") != embedder.model or meta.get("dimensions") != str(embedder.dimensions):
@@ -210,18 +253,25 @@ class Searcher:
                 f" dimensions), not {embedder.model} ({embedder.dimensions}); search with the same --embedder"
                 " or use --mode keyword"
             )
-        embed = getattr(embedder, "embed_query", embedder.embed)  # models that embed queries their own way (E5)
-        vector = np.asarray(embed([query]), dtype=np.float32)[0]
+        vector = self._query_vector(embedder, query)
         return self.store.vector_hits(vector, where, limit), vector
 
-    def _embedder(self) -> Embedder:
+    @staticmethod
+    def _query_vector(embedder: "Embedder", query: str) -> np.ndarray:
+        embed = getattr(embedder, "embed_query", embedder.embed)  # models that embed queries their own way (E5)
+        return np.asarray(embed([query]), dtype=np.float32)[0]
+
+    def _embedder(self, name: str | None = None) -> Embedder:
+        """The embedder called ``name``; by default the one this thread's last query was embedded with (its
+        passages are rated with it), else the searcher's."""
         from ..embedders import get_embedder  # loads the model once per process
 
         if self.given_embedder is not None:
             return self.given_embedder
-        if self.embedder_name in _PRELOADS:
-            _PRELOADS[self.embedder_name].join()
-        return get_embedder(self.embedder_name)
+        name = name or getattr(self._query_embedder, "name", None) or self.embedder_name
+        if name in _PRELOADS:
+            _PRELOADS[name].join()
+        return get_embedder(name)
 
     def _chosen(self, ranked: list[tuple[int, float]], k: int,
                 exchanges: bool) -> list[tuple[MessageRow, float, Exchange]]:

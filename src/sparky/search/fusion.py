@@ -25,6 +25,11 @@ SIDE_DEPTH = 50
 VECTOR_WEIGHT = 0.7
 KEYWORD_OFFSET = 0.1
 KEYWORD_SCALE = 0.7
+# The keyword evidence a result (its hit, question or answer) must exceed, besides the mode's floor, in
+# hybrid and keyword mode when the query is not English (``query.unlike_english``): MiniLM rates any two
+# texts of one such language alike, so there its cosine alone is no sign of an answer, nor is one common
+# piece of a long unspaced query. From bench/search_quality.py --sweep among generated distractors.
+EVIDENCE_FLOOR = 0.0
 
 
 def fuse(sides: list[list[ChunkHit]], rrf_k: int = RRF_K) -> list[tuple[int, float]]:
@@ -46,6 +51,12 @@ def keyword_evidence(bm25: float, documents: int, terms: int = 1, offset: float 
     return min(1.0, max(0.0, (bm25 / (most * max(terms, 1)) - offset) / scale))
 
 
+def evidence_of(keyword: list[ChunkHit], documents: int, terms: int = 1, offset: float = KEYWORD_OFFSET,
+                scale: float = KEYWORD_SCALE) -> dict[int, float]:
+    """Each keyword hit's message with its ``keyword_evidence``."""
+    return {hit.message: keyword_evidence(hit.score, documents, terms, offset, scale) for hit in keyword}
+
+
 def combine(vector: list[ChunkHit], keyword: list[ChunkHit], documents: int, terms: int = 1,
             weight: float = VECTOR_WEIGHT, offset: float = KEYWORD_OFFSET,
             scale: float = KEYWORD_SCALE) -> list[tuple[int, float]]:
@@ -54,10 +65,11 @@ def combine(vector: list[ChunkHit], keyword: list[ChunkHit], documents: int, ter
     vector side did not return gets its lowest cosine (it ranks below all it returned); one the keyword
     side did not return gets no evidence."""
     cosines = {hit.message: max(hit.score, 0.0) for hit in vector}
-    evidence = {hit.message: keyword_evidence(hit.score, documents, terms, offset, scale) for hit in keyword}
+    evidence = evidence_of(keyword, documents, terms, offset, scale)
     missing_cosine = min(cosines.values(), default=0.0)
     scores = {
         message: weight * cosines.get(message, missing_cosine) + (1 - weight) * evidence.get(message, 0.0)
         for message in {*cosines, *evidence}
     }
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ..text import UNSPACED
-from .query import STOPWORDS
+from ..stores.substring import SUBSTRING_SCRIPT
+from .query import STOPWORDS, pieces
 
 PASSAGE_CHARS = 320  # a window of whole sentences up to about this long (one sentence, however long, fits)
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|(?<=[。！？])\s*|\n\s*")
@@ -16,9 +16,10 @@ Span = tuple[int, int]
 
 
 def query_terms(query: str) -> list[str]:
-    """Words of the query worth highlighting: letters and digits, no common English words."""
+    """Words of the query worth highlighting: letters and digits, no common English words; a long run of
+    an unspaced script or a Korean word as the pieces the keyword side matched."""
     words = dict.fromkeys(word.casefold() for word in re.findall(r"[^\W_]+", query))
-    return [word for word in words if word not in STOPWORDS]
+    return list(dict.fromkeys(piece for word in words if word not in STOPWORDS for piece in pieces(word)))
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[Span]:
@@ -53,15 +54,18 @@ def windows(sentences: list[Span], width: int = PASSAGE_CHARS) -> list[Span]:
 
 def term_spans(text: str, terms: Sequence[str], start: int = 0, end: int | None = None) -> list[Span]:
     """Where the terms occur in ``text[start:end]``: whole words, as FTS5 matches them (unspaced scripts
-    anywhere), case-insensitive."""
-    if not terms:
-        return []
-    alternatives = "|".join(
-        re.escape(term) if UNSPACED.search(term) else rf"(?<![^\W_]){re.escape(term)}(?![^\W_])"
-        for term in sorted(terms, key=len, reverse=True)
-    )
-    return [match.span() for match in re.compile(alternatives, re.IGNORECASE).finditer(
-        text, start, len(text) if end is None else end)]
+    anywhere), case-insensitive; overlapping occurrences (the trigrams ラーメ and ーメン) as one span."""
+    end = len(text) if end is None else end
+    found = sorted(match.span() for term in terms for match in re.compile(
+        re.escape(term) if SUBSTRING_SCRIPT.search(term) else rf"(?<![^\W_]){re.escape(term)}(?![^\W_])",
+        re.IGNORECASE).finditer(text, start, end))
+    spans: list[Span] = []
+    for a, b in found:
+        if spans and a < spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
+        else:
+            spans.append((a, b))
+    return spans
 
 
 def passage_windows(text: str, chunk: str, terms: Sequence[str],

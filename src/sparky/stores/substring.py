@@ -1,33 +1,38 @@
-"""Keyword search for unspaced scripts (Chinese, Japanese): a term is found anywhere inside the text.
+"""Keyword search for unspaced scripts (Chinese, Japanese) and Korean: a term is found anywhere inside a text.
 
 Word tokenizers keep a whole run of kana or ideographs as one token, so ``ラーメン`` inside
-``東京でラーメンを食べた`` is not a word of its own. Terms in these scripts are matched as substrings
-instead, and ranked by BM25 with the term's occurrences in the chunk as its frequency, the IDF over every
-chunk of the store (FTS5's floor of 1e-6 for a term in over half of them), and no length normalisation
+``東京でラーメンを食べた`` is not a word of its own; a Korean word carries its particles (``찌개에``,
+``김치찌개를``), so its stem is not a word of its own either. Terms in these scripts are matched as
+substrings instead (the query side splits their long runs into overlapping trigrams, a Korean word into bigrams, ``search/query.py``),
+and ranked by BM25 with the term's occurrences in the chunk as its frequency, the IDF over every chunk of
+the store (FTS5's floor of 1e-6 for a term in over half of them), and no length normalisation
 (a chunk's length in words is not defined for such text). Each store finds the matching chunks its own
-way (SQLite: its trigram index for terms of three characters or more); the scores are computed here, so
-both stores rank alike.
+way, for all of a query's terms at once (SQLite: its trigram index when every term has three characters
+or more); the scores are computed here, so both stores rank alike.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Iterable, Sequence
 
 from ..text import UNSPACED
 from .records import ChunkHit
 
+# Kana, CJK ideographs and Hangul (syllables and jamo): the scripts whose terms are matched as substrings
+SUBSTRING_SCRIPT = re.compile(UNSPACED.pattern[:-1] + "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 K1 = 1.2
 IDF_FLOOR = 1e-6
 
-# (term) -> every chunk of the store holding it: (chunk id, message id, chunk text)
-Matches = Callable[[str], Iterable[tuple[int, int, str]]]
+# (terms) -> every chunk of the store holding one of them, read once: (chunk id, message id, chunk text)
+Matches = Callable[[Sequence[str]], Iterable[tuple[int, int, str]]]
 
 
 def unspaced_terms(terms: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The terms split into (word terms, unspaced-script terms)."""
-    words = [term for term in terms if not UNSPACED.search(term)]
-    return words, [term for term in terms if UNSPACED.search(term)]
+    """The terms split into (word terms, terms matched as substrings: unspaced scripts and Hangul)."""
+    words = [term for term in terms if not SUBSTRING_SCRIPT.search(term)]
+    return words, [term for term in terms if SUBSTRING_SCRIPT.search(term)]
 
 
 def substring_hits(terms: Sequence[str], matches: Matches, total_chunks: int,
@@ -36,8 +41,10 @@ def substring_hits(terms: Sequence[str], matches: Matches, total_chunks: int,
     message ids that pass the filters."""
     scores: dict[int, float] = {}
     message_of: dict[int, int] = {}
-    for term in dict.fromkeys(terms):
-        found = [(chunk, message, text.count(term)) for chunk, message, text in matches(term)]
+    terms = list(dict.fromkeys(terms))
+    texts = {chunk: (message, text) for chunk, message, text in matches(terms)}
+    for term in terms:
+        found = [(chunk, message, text.count(term)) for chunk, (message, text) in texts.items() if term in text]
         idf = math.log((total_chunks - len(found) + 0.5) / (len(found) + 0.5)) if found else 0.0
         idf = idf if idf > 0 else IDF_FLOOR
         for chunk, message, tf in found:

@@ -5,7 +5,8 @@ rows that pass when the planner (``EXPLAIN``: estimated, nothing read) expects a
 them and can reach them cheaply through an index (a conversation, a date range, a source: through its
 conversations), at most ``EXACT_MAX_COST``. Otherwise the query runs in one transaction with
 ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8: the index scan goes on until the filtered rows fill the
-limit) and ``hnsw.ef_search`` at least the rows asked for; the rows come back re-ordered by their exact
+limit) and ``hnsw.ef_search`` at least the rows asked for, and more for a larger index (``ef_search_floor``:
+100 up to 250k vectors, growing to 400 at 1M); the rows come back re-ordered by their exact
 distance. When the index cannot fill the limit (a filter so selective that the scan gives up at
 ``hnsw.max_scan_tuples``), the exact scan answers instead. Scores are cosine similarities (1 - cosine
 distance), as SQLite's.
@@ -34,7 +35,12 @@ from ..substring import merged, substring_hits, unspaced_terms
 from .connection import Connection
 from .schema import distance_operator, query_cast, vector_expression
 
-MIN_EF_SEARCH = 100  # pgvector defaults to 40: recall@10 0.94 at 100k clustered vectors, 100 gives more
+MIN_EF_SEARCH = 100  # pgvector defaults to 40: recall@10 0.94 at 100k clustered vectors, 100 gives 0.98
+# ef_search grows with the index: at 1M clustered 384-d vectors (m=16, ef_construction=64) recall@10 is 0.78
+# at 100, 0.88 at 200, 0.93 at 400 (p50 16 ms under load), 0.94 at 800 (bench/search_scale.py --ef-search);
+# with the store's ef_construction 128 (schema.HNSW_PARAMETERS), 0.983 at 400 (7 ms)
+ROWS_PER_EF = 2500
+SCALED_EF_CAP = 400
 MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
 MAX_INDEX_DEPTH = 20000  # past this many rows (hnsw.max_scan_tuples' default) an exact scan answers
 # When a filtered query is answered exactly: at most this many rows pass (the planner's estimate), and its plan
@@ -125,8 +131,10 @@ class SearchQueries:
         """The ``limit`` best messages through the HNSW index, searching deeper while a filter takes rows away;
         None when the index runs out of rows that pass (the exact scan then says which there are)."""
         depth = limit * 4
+        floor = ef_search_floor(cur.execute("SELECT reltuples FROM pg_class WHERE oid = 'vectors'::regclass"
+                                            ).fetchone()[0])
         while depth <= MAX_INDEX_DEPTH:
-            ef_search = str(min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, depth)))
+            ef_search = str(min(MAX_EF_SEARCH, max(floor, depth)))
             if self.iterative_scan:  # pgvector 0.8: the scan goes on past ef_search until the limit is met
                 cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
                             " set_config('hnsw.ef_search', %s, true)", (ef_search,))
@@ -156,10 +164,12 @@ class SearchQueries:
         return merged(found, substring_hits(unspaced, self._chunks_holding, total,
                                             lambda ids: self._passing(ids, filters)), limit=limit)
 
-    def _chunks_holding(self, term: str) -> list[tuple[int, int, str]]:
-        """Every chunk whose text holds ``term`` (a scan of the chunks' text)."""
+    def _chunks_holding(self, terms: Sequence[str]) -> list[tuple[int, int, str]]:
+        """Every chunk whose text holds one of ``terms`` (one scan of the chunks' text)."""
         with self.db.statement() as cur:
-            return cur.execute("SELECT id, message, text FROM chunks WHERE strpos(text, %s) > 0", (term,)).fetchall()
+            return cur.execute("SELECT id, message, text FROM chunks WHERE EXISTS"
+                               " (SELECT 1 FROM unnest(%s::text[]) AS t(term) WHERE strpos(text, t.term) > 0)",
+                               (list(terms),)).fetchall()
 
     def _passing(self, ids: set[int], filters: StoreFilters) -> set[int]:
         """The message ids among ``ids`` that pass ``filters``."""
@@ -244,6 +254,11 @@ class SearchQueries:
             after = [MessageRow(*row) for row in cur.execute(
                 query.format(">", "ASC"), (message.conversation, message.position, count)).fetchall()]
         return before[::-1], after
+
+
+def ef_search_floor(rows: float) -> int:
+    """The smallest ``hnsw.ef_search`` for an index over about ``rows`` vectors (the planner's estimate)."""
+    return int(min(SCALED_EF_CAP, max(MIN_EF_SEARCH, rows / ROWS_PER_EF)))
 
 
 def _index_reach(filters: StoreFilters) -> tuple[str, list]:

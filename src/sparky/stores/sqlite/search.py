@@ -10,6 +10,10 @@ The keyword query applies the filters in SQL.
 The vector side applies the same filters as a numpy mask over the messages' filterable fields, read once
 on the first filtered search (a SQL pass over the messages costs ~100 ms at 200k chunks, the mask ~1 ms),
 and scores only the rows that pass.
+Past ``ann.MIN_ROWS`` rows, when the space's ANN index is built (``ann``), the candidates are the index's
+nearest entries and the rows added after it, re-scored exactly from the matrix; a filter passing at most
+``ann.EXACT_ROWS`` rows is scanned exactly, a wider one over-fetches by the share it passes and widens
+until ``limit`` messages pass, else scans exactly: k is always full when k messages pass.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import numpy as np
 from ...errors import StoreError
 from ..records import ChunkHit, MessageRow, Space, StoreFilters
 from ..substring import merged, substring_hits, unspaced_terms
+from . import ann
+from .ann import AnnIndex, Graph
 from .vector_file import Rows, VectorFile, VectorState
 
 _FETCH_ROWS = 4096
@@ -44,7 +50,7 @@ class _Fields:
     sources: np.ndarray  # str: "chatgpt" | "claude"
 
     def passing(self, filters: StoreFilters) -> np.ndarray:
-        """Row numbers that pass the filters."""
+        """Whether each row passes the filters."""
         mask = self.known.copy()
         if not filters.include_superseded:
             mask &= self.current
@@ -58,7 +64,7 @@ class _Fields:
             mask &= self.dates >= filters.since
         if filters.until is not None:
             mask &= self.dates < filters.until
-        return np.flatnonzero(mask)
+        return mask
 
 
 @dataclass
@@ -70,6 +76,8 @@ class _Matrix:
     rows: Rows
     fields: _Fields | None = None
     fields_at: tuple | None = None  # the superseded versions' (count, sum of ids) when the fields were read
+    graph: Graph | None = None  # the space's checked ANN index over these rows
+    graph_at: tuple | None = None  # the index marker's stamp when it was checked
 
 
 _MATRICES: dict[tuple[str, int], _Matrix] = {}
@@ -85,6 +93,7 @@ class SearchQueries:
 
     db: sqlite3.Connection
     path: Path
+    _known_states: dict | None = None  # space -> (commit stamp, its _read_vector_state then)
 
     def message_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM messages WHERE superseded_at IS NULL").fetchone()[0]
@@ -101,23 +110,44 @@ class SearchQueries:
     def vector_hits(self, query: np.ndarray, filters: StoreFilters, limit: int,
                     space: Space | None = None) -> list[ChunkHit]:
         """The ``limit`` messages whose best chunk is closest (cosine) to ``query``, among those that pass,
-        in ``space`` (by default the primary one; only the messages holding a vector in it)."""
-        matrix = self.load_vectors(space)
+        in ``space`` (by default the primary one; only the messages holding a vector in it). Past
+        ``ann.MIN_ROWS`` rows, through the space's ANN index when it is built (``ann``, ``_approximate``)."""
+        space_id, current = self._vector_state(space)
+        matrix = self._load(space_id, current)
         ids, messages, vectors = matrix.rows
         if vectors.shape[1] != query.shape[-1]:
             raise StoreError(f"{self.path}: the query has {query.shape[-1]} dimensions, the stored vectors "
                              f"{vectors.shape[1]}")
+        graph = self._graph(matrix, space_id)
         superseded = self._superseded()
         if not superseded[0]:  # nothing hidden: no test needed
             filters = replace(filters, include_superseded=True)
         if filters == StoreFilters(include_superseded=True):
-            return _best_per_message(vectors @ query, ids, messages, limit)
+            found = _approximate(graph, query, matrix.rows, None, limit) if graph is not None else None
+            return found if found is not None else _best_per_message(vectors @ query, ids, messages, limit)
         if matrix.fields is None or matrix.fields_at != superseded:
             matrix.fields, matrix.fields_at = _load_fields(self.db, messages), superseded
-        rows = matrix.fields.passing(filters)
+        mask = matrix.fields.passing(filters)
+        rows = np.flatnonzero(mask)
+        if graph is not None and len(rows) > ann.EXACT_ROWS:
+            found = _approximate(graph, query, matrix.rows, mask, limit)
+            if found is not None:
+                return found
         # a few rows: gather and score them; many: scoring all beats copying the rows out
         scores = vectors[rows] @ query if len(rows) * 8 < len(ids) else (vectors @ query)[rows]
         return _best_per_message(scores, ids[rows], messages[rows], limit)
+
+    def _graph(self, matrix: _Matrix, space: int) -> Graph | None:
+        """The space's ANN index over ``matrix`` when it holds ``ann.MIN_ROWS`` rows or more and a checked
+        index is built (checked again whenever a build commits a new one)."""
+        if len(matrix.rows.ids) < ann.MIN_ROWS:
+            return None
+        index = AnnIndex(self.path, space)
+        stamp = index.stamp()
+        if stamp != matrix.graph_at:
+            matrix.graph = index.open(matrix.state, matrix.rows) if stamp is not None else None
+            matrix.graph_at = stamp
+        return matrix.graph
 
     def _superseded(self) -> tuple[int, float]:
         """How many versions are hidden, and the sum of their ids: read from a small partial index."""
@@ -138,14 +168,18 @@ class SearchQueries:
         return merged(found, substring_hits(unspaced, self._chunks_holding, total,
                                             lambda ids: self._passing(ids, filters)), limit=limit)
 
-    def _chunks_holding(self, term: str) -> list[tuple[int, int, str]]:
-        """Every chunk whose text holds ``term``: through the trigram index when it has three characters
-        or more, else by reading the chunks."""
-        if len(term) >= 3:
-            return self.db.execute(
-                "SELECT c.id, c.message, c.text FROM chunks_trigram t JOIN chunks c ON c.id = t.rowid"
-                " WHERE chunks_trigram MATCH ?", ['"' + term.replace('"', '""') + '"']).fetchall()
-        return self.db.execute("SELECT id, message, text FROM chunks WHERE instr(text, ?) > 0", [term]).fetchall()
+    def _chunks_holding(self, terms: Sequence[str]) -> list[tuple[int, int, str]]:
+        """Every chunk whose text holds one of ``terms``: through the trigram index for those of three
+        characters or more, by reading the chunks once for the shorter ones."""
+        long, short = [term for term in terms if len(term) >= 3], [term for term in terms if len(term) < 3]
+        found = self.db.execute(
+            "SELECT c.id, c.message, c.text FROM chunks_trigram t JOIN chunks c ON c.id = t.rowid"
+            " WHERE chunks_trigram MATCH ?", [" OR ".join('"' + term.replace('"', '""') + '"' for term in long)]
+        ).fetchall() if long else []
+        if short:
+            found += self.db.execute("SELECT id, message, text FROM chunks WHERE "
+                                     + " OR ".join(["instr(text, ?) > 0"] * len(short)), short).fetchall()
+        return list({row[0]: row for row in found}.values())
 
     def _passing(self, ids: set[int], filters: StoreFilters) -> set[int]:
         """The message ids among ``ids`` that pass ``filters``."""
@@ -221,7 +255,9 @@ class SearchQueries:
         """A space's vectors (by default the primary one's): kept from an earlier call, else mapped from the
         vector file, else read from the store (and the vector file written); only the chunks added since are
         read when the store only grew."""
-        space_id, current = self._vector_state(space)
+        return self._load(*self._vector_state(space))
+
+    def _load(self, space_id: int, current: VectorState) -> _Matrix:
         key = (str(self.path.resolve()), space_id)
         kept = _MATRICES.get(key)
         if kept is not None and kept.state == current:
@@ -237,6 +273,18 @@ class SearchQueries:
         return matrix
 
     def _vector_state(self, space: Space | None) -> tuple[int, VectorState]:
+        """``_read_vector_state``, read again only when a commit happened since (``PRAGMA data_version`` for
+        other connections', ``total_changes`` for this one's): counting the chunks is most of a search's
+        time at 1M chunks, the two checks a few microseconds."""
+        stamp = (self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
+        if self._known_states is None:
+            self._known_states = {}
+        known = self._known_states.get(space)
+        if known is None or known[0] != stamp:
+            known = self._known_states[space] = (stamp, self._read_vector_state(space))
+        return known[1]
+
+    def _read_vector_state(self, space: Space | None) -> tuple[int, VectorState]:
         """A space's (by default the primary one's) row id and the store's state for it now, read in one
         statement (one snapshot).
 
@@ -332,6 +380,26 @@ def _load_fields(db: sqlite3.Connection, chunk_messages: np.ndarray) -> _Fields:
         roles=np.array(roles)[at],
         sources=np.array(sources)[at],
     )
+
+
+def _approximate(graph: Graph, query: np.ndarray, rows: Rows, mask: np.ndarray | None,
+                 limit: int) -> list[ChunkHit] | None:
+    """The ``limit`` best messages among the index's candidates (and the rows added after it) that pass
+    ``mask``, re-scored exactly; the candidates are widened until ``limit`` messages pass, or None (scan
+    exactly) when ``ann.MAX_FETCH`` candidates do not hold them."""
+    ids, messages, vectors = rows
+    share = 1.0 if mask is None else max(float(np.count_nonzero(mask)) / max(len(ids), 1), 1e-9)
+    count = int(min(ann.MAX_FETCH, np.ceil(limit * 4 / share)))
+    while True:
+        found = graph.candidates(query, ids, count)
+        if mask is not None:
+            found = found[mask[found]]
+        hits = _best_per_message(vectors[found] @ query, ids[found], messages[found], limit)
+        if len(hits) >= limit:
+            return hits
+        if count >= min(ann.MAX_FETCH, graph.size):
+            return None
+        count = min(ann.MAX_FETCH, count * 4)
 
 
 def _best_per_message(scores: np.ndarray, chunks: np.ndarray, messages: np.ndarray, limit: int) -> list[ChunkHit]:

@@ -21,6 +21,8 @@ from ...errors import StoreError, TransientStoreError
 from ...folders import ensure_parent
 from ...locking import FileLock
 from ..records import MessageRecord, Space, StoredConversation, space_vectors_checked, stats_of
+from . import ann
+from .ann import AnnIndex
 from .search import SearchQueries
 from .vector_file import remove_vector_files
 
@@ -142,8 +144,16 @@ def _m004_trigram_index(db: sqlite3.Connection) -> None:
     )
 
 
+def _m005_vectors_by_space(db: sqlite3.Connection) -> None:
+    """An index of the vectors by space alone: counting one space's vectors (every search of a store that
+    holds several spaces checks it) reads this small index instead of every vector's page (2 ms against
+    150 ms at 25k vectors a space)."""
+    db.execute("CREATE INDEX vectors_by_space ON vectors (space)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_embedding_spaces,
-                                                          _m003_message_versions, _m004_trigram_index]
+                                                          _m003_message_versions, _m004_trigram_index,
+                                                          _m005_vectors_by_space]
 
 
 class SQLiteStore(SearchQueries):
@@ -445,6 +455,17 @@ class SQLiteStore(SearchQueries):
         if row is None:
             raise StoreError(f"{self.path}: holds no vectors of {space.model} ({space.dimensions} dimensions)")
         return row[0]
+
+    def ensure_index(self, space: Space | None = None) -> tuple[int, bool] | None:
+        """Build the ANN index of a space (by default the primary one), or add to it only the rows added
+        since, when the space holds ``ann.MIN_ROWS`` rows or more: the rows added and whether it was built
+        afresh, or None (too few rows, another builder at work, or it cannot be written: search stays exact).
+        It blocks for the build (minutes at 1M new rows): the end of an ingest is the place to call it."""
+        space_id, current = self._vector_state(space)
+        matrix = self._load(space_id, current)
+        if len(matrix.rows.ids) < ann.MIN_ROWS:
+            return None
+        return AnnIndex(self.path, space_id).build(matrix.state, matrix.rows)
 
     def close(self) -> None:
         self.db.close()

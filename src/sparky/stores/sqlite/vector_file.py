@@ -71,7 +71,7 @@ class VectorFile:
 
     def load(self) -> tuple[VectorState, Rows] | None:
         """The recorded state and the arrays mapped read-only, or None when missing, torn or being written."""
-        with self._locked(fcntl.LOCK_SH) as held:
+        with locked(self.folder / LOCK, fcntl.LOCK_SH) as held:
             state = self._state() if held else None
             if state is None or not self._sizes_match(state):
                 return None
@@ -81,8 +81,8 @@ class VectorFile:
     def write(self, state: VectorState, rows: Rows) -> None:
         """Replace the file with ``rows``, a copy of the store in ``state``; nothing when that is impossible."""
         try:
-            self._make_folders()
-            with self._locked(fcntl.LOCK_EX) as held:
+            make_folders(self.folder)
+            with locked(self.folder / LOCK, fcntl.LOCK_EX) as held:
                 if not held:
                     return
                 (self.folder / STATE).unlink(missing_ok=True)
@@ -96,39 +96,20 @@ class VectorFile:
         """Append ``added`` to a file holding ``base``, to make it hold ``state``; the grown arrays, mapped,
         or None when the file no longer holds ``base`` or cannot be written."""
         try:
-            with self._locked(fcntl.LOCK_EX) as held:
+            with locked(self.folder / LOCK, fcntl.LOCK_EX) as held:
                 if not held or self._state() != base or not self._sizes_match(base):
                     return None
-                with _staged(self.folder / STATE, _state_bytes(state)) as commit:  # fails before any append
+                with staged(self.folder / STATE, _state_bytes(state)) as commit:  # fails before any append
                     for (name, dtype), array in zip(_FILES, added):
                         with open(self.folder / name, "ab") as file:
                             file.write(np.ascontiguousarray(array, dtype=dtype))
                             file.flush()
                             os.fsync(file.fileno())
                     commit()
-                _sync_folder(self.folder)
+                sync_folder(self.folder)
                 return self._map(state)
         except OSError:
             return None
-
-    @contextmanager
-    def _locked(self, kind: int) -> Iterator[bool]:
-        """Hold ``.lock`` (shared or exclusive) without waiting; yields whether it is held."""
-        try:
-            fd = os.open(self.folder / LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
-        except OSError:  # no folder, or an unwritable one without a lock file
-            yield False
-            return
-        try:
-            fcntl.flock(fd, kind | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            os.close(fd)  # releases the lock
 
     def _state(self) -> VectorState | None:
         try:
@@ -153,15 +134,38 @@ class VectorFile:
 
     def _write_state(self, state: VectorState) -> None:
         _replace(self.folder / STATE, _state_bytes(state))
-        _sync_folder(self.folder)
+        sync_folder(self.folder)
 
-    def _make_folders(self) -> None:
-        for folder in (self.folder.parent, self.folder):
-            try:
-                folder.mkdir(mode=0o700)
-            except FileExistsError:
-                continue
-            folder.chmod(0o700)  # mkdir's mode is narrowed by the umask
+
+
+def make_folders(folder: Path) -> None:
+    """Make a space's folder and the store's vectors folder above it, owner-only."""
+    for each in (folder.parent, folder):
+        try:
+            each.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        each.chmod(0o700)  # mkdir's mode is narrowed by the umask
+
+
+@contextmanager
+def locked(path: Path, kind: int, wait: bool = False) -> Iterator[bool]:
+    """Hold the flock ``path`` (shared or exclusive), by default without waiting; yields whether it is held."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    except OSError:  # no folder, or an unwritable one without a lock file
+        yield False
+        return
+    try:
+        fcntl.flock(fd, kind if wait else kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _state_bytes(state: VectorState) -> bytes:
@@ -169,7 +173,7 @@ def _state_bytes(state: VectorState) -> bytes:
 
 
 @contextmanager
-def _staged(path: Path, data: bytes | np.ndarray) -> Iterator[Callable[[], None]]:
+def staged(path: Path, data: bytes | np.ndarray) -> Iterator[Callable[[], None]]:
     """A temp file beside ``path`` holding ``data`` (owner-only, fsynced); what it yields renames it over
     ``path``. The temp file is removed when it was not renamed."""
     temp = path.with_name(f".{path.name}.tmp")
@@ -187,11 +191,11 @@ def _staged(path: Path, data: bytes | np.ndarray) -> Iterator[Callable[[], None]
 
 def _replace(path: Path, data: bytes | np.ndarray) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it and rename it over ``path``."""
-    with _staged(path, data) as commit:
+    with staged(path, data) as commit:
         commit()
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -171,3 +171,17 @@ def test_one_common_bigram_of_a_japanese_sentence_is_no_match(languages, mode):
     unfloored = languages.search(query, k=3, mode=mode, floor=False)
     assert any(result.conversation_id == "fuji" for result in unfloored)
     assert languages.search(query, k=3, mode=mode) == []
+
+
+def test_the_cli_says_why_a_question_not_in_english_found_nothing(languages):
+    """A no-answer question in Spanish over an English-only model: the message names the shared-words rule,
+    and an English one only the floor."""
+    from click.testing import CliRunner
+
+    from sparky.cli import cli
+
+    db = languages.store.url
+    spanish = CliRunner().invoke(cli, ["search", "¿cuál es la capital de Mongolia?", "--db", db])
+    assert spanish.exit_code == 0 and "shares enough words with this question" in spanish.output
+    english = CliRunner().invoke(cli, ["search", "quantum chromodynamics gluon", "--db", db])
+    assert english.exit_code == 0 and "No good match" in english.output and "shares" not in english.output

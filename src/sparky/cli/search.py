@@ -70,6 +70,7 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
             _preload(store, searcher, space)
         results = searcher.search(text, k=k, mode=mode, filters=filters, context=context, floor=not show_all,
                                   min_score=min_score, space=space)
+        shared_words = not results and not show_all and min_score is None and searcher.needs_shared_words(text, mode)
     finally:
         store.close()
     floor = None if show_all else min_score if min_score is not None else FLOORS[mode]
@@ -79,7 +80,7 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
                     "results": [result.to_dict() for result in results]}
         click.echo(json.dumps(document, ensure_ascii=False, indent=2))
     elif not results:
-        click.echo(no_match(floor), err=True)
+        click.echo(no_match(floor, shared_words), err=True)
     elif output == "context":
         click.echo(context_block(results))
     else:
@@ -112,8 +113,13 @@ def _network_embedder(store: "Store", embedder: str | None, api_key_env: str) ->
     return network
 
 
-def no_match(floor: float | None) -> str:
-    """What to say when nothing is shown: no good match (nothing reached the floor), or nothing at all."""
+def no_match(floor: float | None, shared_words: bool = False) -> str:
+    """What to say when nothing is shown: no good match (nothing reached the floor, or, with ``shared_words``,
+    nothing that did also shares enough words with a question not in English), or nothing at all."""
+    if shared_words:
+        return (f"No good match: no message scores {floor:g} or more and shares enough words with this question "
+                "(a question not in English must, since the store's model reads English only). --all shows the "
+                "closest ones anyway, --min-score X sets another floor.")
     if not floor:  # keyword mode's floor is 0: any message holding a word matches
         return "No messages match."
     return (f"No good match: no message scores {floor:g} or more. --all shows the closest ones anyway, "

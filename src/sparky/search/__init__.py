@@ -200,8 +200,7 @@ class Searcher:
             else FLOORS[mode]
         if floor and threshold is not None:
             ranked = [(message, score) for message, score in ranked if score >= threshold]
-        strict = floor and min_score is None and mode != "vector" and unlike_english(query) \
-            and (mode == "keyword" or fusion == "combined" and not self._multilingual())
+        strict = floor and min_score is None and self.needs_shared_words(query, mode, fusion)
         chosen = self._chosen(ranked, max(len(ranked), 1) if strict else k, exchanges)
         if strict:  # the cosine says little outside English, nor does one common piece: the words must match enough
             held = evidence_of(keyword, self.documents, len(terms))
@@ -209,6 +208,12 @@ class Searcher:
                       if any(held.get(item.id, 0.0) > EVIDENCE_FLOOR
                              for item in (row, exchange.question, exchange.answer) if item is not None)][:k]
         return self._results(query, len(terms), chosen, vector, keyword, context, query_vector)
+
+    def needs_shared_words(self, query: str, mode: str = "hybrid", fusion: str = "combined") -> bool:
+        """Whether a result of ``query`` must also share words with it (besides the floor): the query is
+        likely not English (``unlike_english``) and, outside keyword mode, the model is English-only."""
+        return mode != "vector" and unlike_english(query) and \
+            (mode == "keyword" or fusion == "combined" and not self._multilingual())
 
     def _multilingual(self) -> bool:
         """Whether the model the query was embedded with was trained on many languages (``multilingual``):

@@ -5,15 +5,14 @@ or without unaccent."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from conftest import read_progress
-from support.postgres import (admin, create_role, fresh_database, fresh_schema, healthy, minilm,  # noqa: F401
-                              own_postgres_server, postgres_database, postgres_health, postgres_keys, postgres_server,
+from support.postgres import (admin, create_role, fresh_database, fresh_schema, healthy,  # noqa: F401
+                              hnsw_scans, minilm, own_postgres_server, postgres_database, postgres_health, postgres_keys, postgres_server,
                               postgres_url, run_ingest, terminate, with_options, with_user)
 from sparky.cli import cli
 from sparky.embedders import RetryPolicy
@@ -22,9 +21,6 @@ from sparky.models import Conversation, Message
 from sparky.pipeline.scan import scan_export
 from sparky.readers import ExportReader
 from sparky.stores import MessageRecord, StoreFilters, open_store, redact
-
-if TYPE_CHECKING:
-    from sparky.stores.postgres import PostgresStore
 
 SECRET = "s3cr3t-pa55-Zq9"
 
@@ -372,16 +368,6 @@ def test_without_iterative_index_scans_a_filtered_query_still_fills_k(postgres_u
         store.close()
 
 
-def hnsw_scans(store: PostgresStore) -> int:
-    """How many times the server has scanned the store's HNSW index (the store's own connection's counts
-    flushed first: they reach the statistics when its session goes idle after asking)."""
-    with store.db.statement() as cur:
-        cur.execute("SELECT pg_stat_force_next_flush()")
-    with store.db.statement() as cur:
-        return cur.execute("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname ="
-                           " current_schema() AND indexrelname LIKE 'vectors_hnsw_%'").fetchone()[0]
-
-
 def test_a_selective_filter_is_answered_by_an_exact_scan_with_the_full_k(postgres_url):
     """12,000 messages, 600 of them Claude's in three conversations: a filter on that source (which the
     planner, left alone, answers through the HNSW index, each row kept costing ~20 visited) or on one of the
@@ -404,6 +390,7 @@ def test_a_selective_filter_is_answered_by_an_exact_scan_with_the_full_k(postgre
             records.append(MessageRecord(message.key(source), conversation, message, (message.text,), vector[None]))
         for start in range(0, len(records), 3000):
             store.upsert(records[start:start + 3000])
+        assert store.ensure_index() == (12_000, True)
         with admin(postgres_url) as conn:
             conn.execute("ANALYZE")  # as autovacuum does after a load: the planner's row estimates
         assert len(records) - 600 > EXACT_MAX_ROWS
@@ -444,6 +431,8 @@ def test_the_hnsw_index_is_built_with_the_stores_parameters(postgres_url):
     store = open_store(postgres_url)
     try:
         store.ensure_schema("m", 4)
+        store.upsert([record("1", "a message")])
+        assert store.ensure_index() == (1, True)
     finally:
         store.close()
     with admin(postgres_url) as conn:

@@ -125,12 +125,12 @@ def test_reembed_adds_a_space_one_to_one_and_keeps_the_primary(store_url):
     assert chunks_off_by_one(store_url, new) == 0 and chunks_off_by_one(store_url, base) == 0
     assert (meta["model"], meta["dimensions"]) == (base.model, str(base.dimensions))
     assert f"holds {chunks}/{chunks} chunks (complete); this run wrote {chunks} vectors" in result.output
-    if "://" in store_url:  # PostgreSQL: each space has its partial HNSW index
+    if "://" in store_url:  # PostgreSQL: the space reembed filled has its partial HNSW index, built at its end
         with admin(store_url) as conn:
             indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'vectors'"
                                                       " AND schemaname = current_schema()").fetchall()}
             spaces = [row[0] for row in conn.execute("SELECT id FROM spaces ORDER BY id").fetchall()]
-        assert len(spaces) == 2 and {f"vectors_hnsw_{space}" for space in spaces} <= indexes
+        assert len(spaces) == 2 and f"vectors_hnsw_{spaces[1]}" in indexes
 
     again = reembed(store_url)  # a complete space is not embedded again
     assert again.exit_code == 0, again.output

@@ -6,7 +6,8 @@ arrives at ``crashpoint("site")``. Sites: ``after_embed``, ``before_commit``, ``
 session's start, at its end and on a stop), ``journal_written`` (a checkpoint between those: its line is
 appended to the progress file's journal and fsynced), ``schema``, ``loading_model``; the PostgreSQL store's
 ``store_transient`` (a statement failed with a retryable error, its SQLSTATE as detail) and
-``store_unreachable`` (the server could not be reached again mid-run).
+``store_unreachable`` (the server could not be reached again mid-run) and ``index_build`` (just before the
+HNSW index of a space is built, inside the build's transaction).
 
 Set ``SPARKY_TRACE_FILE=path`` and every arrival at a site appends the line ``"<pid> <site>\\n"`` to that
 file (one ``O_APPEND`` write, so lines survive a SIGKILL and never interleave; ``after_embed`` adds the

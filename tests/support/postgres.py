@@ -285,3 +285,13 @@ HEALTHY = {"duplicate_keys": 0, "messages_without_chunks": 0, "bad_vectors": 0, 
 
 def healthy(health: dict) -> bool:
     return all(health[name] == value for name, value in HEALTHY.items())
+
+
+def hnsw_scans(store) -> int:
+    """How many times the server has scanned the store's HNSW index (the store's own connection's counts
+    flushed first: they reach the statistics when its session goes idle after asking)."""
+    with store.db.statement() as cur:
+        cur.execute("SELECT pg_stat_force_next_flush()")
+    with store.db.statement() as cur:
+        return cur.execute("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname ="
+                           " current_schema() AND indexrelname LIKE 'vectors_hnsw_%'").fetchone()[0]

@@ -22,6 +22,7 @@ def copy_command(source_url: str, target_url: str, batch_size: int) -> None:
     from ..stores import open_store
     from ..pipeline.store_retry import with_store_retries
     from ..stores.copy import copy_store
+    from .indexing import index_for_search
 
     out, err = console(), console(stderr=True)
     source = open_store(source_url, create=False)
@@ -33,6 +34,7 @@ def copy_command(source_url: str, target_url: str, batch_size: int) -> None:
                 task = bar.add_task("copy", total=source.message_count())
                 result = copy_store(source, target, batch_size=batch_size, retrying=with_store_retries,
                                     on_batch=lambda p: bar.update(task, completed=p.done, refresh=True))
+            index_for_search(target, err)
         finally:
             target.close()
     finally:

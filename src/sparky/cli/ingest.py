@@ -159,6 +159,7 @@ def run_progressive(ctx: click.Context, export: Path, progress_file: Path, db: s
     fast, model = get_embedder(STATIC_EMBEDDER), get_embedder(transformer)
 
     def between(first: "IngestResult") -> None:
+        index_for_search(store, err, quiet)  # the static space, searched while pass 2 runs
         print_summary(out, first, progress_file, reader.files, quiet=quiet)
         out.print(f"Pass 1 done: searchable now ({escape(fast.model)}). Pass 2: {escape(model.model)} over the "
                   "stored chunks (Ctrl+C stops it; the next ingest resumes it).")

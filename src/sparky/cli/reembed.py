@@ -67,8 +67,8 @@ def reembed_command(embedder: str, db: str, replace: bool, batch_size: int, retr
             except Interrupted:
                 out.print("[yellow]Interrupted[/] before anything was embedded.")
                 sys.exit(EXIT_INTERRUPTED)
-            if result.complete and result.primary:
-                index_for_search(store, err, quiet)
+            if result.complete:
+                index_for_search(store, err, quiet, result.space)
         finally:
             store.close()
     finally:

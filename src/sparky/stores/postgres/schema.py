@@ -15,9 +15,9 @@ counts the words, and ``keyword_totals`` the chunks and words, for BM25's length
 Vectors: one ``vectors`` table keyed by (space, chunk) holds every embedding space, each row with the
 filterable fields of its message (``created_at`` is the message's date, else its conversation's, as the
 filters read it); the column is an unsized ``vector`` and each space gets a partial HNSW index (cosine)
-over the column cast to its width,
-created when the space is recorded (``space_index_sql``). Searches use the same expression
-(``vector_expression``), so the planner can use the index.
+over the column cast to its width (``space_index_sql``), built over the stored vectors at the end of the
+ingest, re-embedding or copy that filled the space (``PostgresStore.ensure_index``). Searches use the same
+expression (``vector_expression``), so the planner can use the index.
 """
 
 from __future__ import annotations
@@ -175,13 +175,31 @@ def query_cast(vector_schema: str, dimensions: int) -> str:
 HNSW_PARAMETERS = "m = 16, ef_construction = 128"
 
 
+# The memory pgvector's HNSW build is given when the server's maintenance_work_mem is lower: enough to build
+# the graph of the stored vectors in memory (past it the build goes on much more slowly), at most 512 MB (a
+# small hosted server has little more).
+BUILD_MEMORY_CAP = 512 << 20
+_BUILD_BYTES_PER_NEIGHBOUR = 16  # pgvector's element: the vector, and 2m neighbours on layer 0 (ids + distances)
+
+
+def build_memory(rows: int, dimensions: int, m: int = 16) -> str:
+    """A ``maintenance_work_mem`` value for building the HNSW index of ``rows`` vectors of this width."""
+    per_vector = 4 * dimensions + 2 * m * _BUILD_BYTES_PER_NEIGHBOUR + 200
+    wanted = min(BUILD_MEMORY_CAP, int(rows * per_vector * 1.25))
+    return f"{max(64, wanted >> 20)}MB"
+
+
+def space_index_name(space: int) -> str:
+    return f"vectors_hnsw_{int(space)}"
+
+
 def space_index_sql(vector_schema: str, space: int, dimensions: int) -> str | None:
     """The partial HNSW index of one space, or None when its vectors are too wide for one (exact scans)."""
     if dimensions > HNSW_MAX_HALFVEC:
         return None
     kind = "vector" if dimensions <= HNSW_MAX_VECTOR else "halfvec"
     expression = vector_expression(vector_schema, dimensions, "embedding")
-    return (f"CREATE INDEX IF NOT EXISTS vectors_hnsw_{int(space)} ON vectors USING hnsw ({expression}"
+    return (f"CREATE INDEX IF NOT EXISTS {space_index_name(space)} ON vectors USING hnsw ({expression}"
             f" {_quote_ident(vector_schema)}.{kind}_cosine_ops) WITH ({HNSW_PARAMETERS}) WHERE space = {int(space)}")
 
 

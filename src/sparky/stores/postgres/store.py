@@ -121,8 +121,7 @@ class PostgresStore(SearchQueries):
                                 ).fetchall()]
 
     def ensure_schema(self, model: str, dimensions: int) -> None:
-        """Record the embedder (the primary embedding space, with its HNSW index) on first use; refuse one
-        of another model."""
+        """Record the embedder (the primary embedding space) on first use; refuse one of another model."""
         meta = self.meta()
         if "model" not in meta:
             with self.db.transaction() as cur:
@@ -133,11 +132,6 @@ class PostgresStore(SearchQueries):
                 recorded = dict(cur.execute("SELECT name, value FROM meta WHERE name IN ('model', 'dimensions')"))
                 cur.execute("INSERT INTO spaces (model, dimensions) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                             (recorded["model"], int(recorded["dimensions"])))
-                space = cur.execute("SELECT id FROM spaces WHERE model = %s AND dimensions = %s",
-                                    (recorded["model"], int(recorded["dimensions"]))).fetchone()[0]
-                index = schema.space_index_sql(self.vector_schema, space, int(recorded["dimensions"]))
-                if index is not None:
-                    cur.execute(index)
             meta = self.meta()
         if meta["model"] != model or int(meta["dimensions"]) != dimensions:
             raise StoreError(
@@ -317,8 +311,7 @@ class PostgresStore(SearchQueries):
     # embedding spaces beside the primary one (sparky reembed, sparky spaces)
 
     def add_space(self, model: str, dimensions: int) -> None:
-        """Record an embedding space with its partial HNSW index (nothing when it is held); refuse a model
-        held at another width."""
+        """Record an embedding space (nothing when it is held); refuse a model held at another width."""
         with self.db.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('schema:' || current_schema()))", (LOCK_CLASS,))
             widths = [row[0] for row in cur.execute("SELECT dimensions FROM spaces WHERE model = %s",
@@ -327,10 +320,6 @@ class PostgresStore(SearchQueries):
                 raise StoreError(f"{self.url}: holds vectors of {model} with {widths[0]} dimensions, not {dimensions}")
             cur.execute("INSERT INTO spaces (model, dimensions) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                         (model, dimensions))
-            index = schema.space_index_sql(self.vector_schema, self._space_id(cur, Space(model, dimensions)),
-                                           dimensions)
-            if index is not None:
-                cur.execute(index)
 
     def space_vectors(self) -> dict[Space, int]:
         """How many vectors each embedding space holds, in the order the spaces were recorded."""
@@ -388,6 +377,33 @@ class PostgresStore(SearchQueries):
         if row is None:
             raise StoreError(f"{self.url}: holds no vectors of {space.model} ({space.dimensions} dimensions)")
         return row[0]
+
+    def ensure_index(self, space: Space | None = None) -> tuple[int, bool] | None:
+        """Build the HNSW index of a space (by default the primary one) when it has none: the vectors it holds
+        and True, else None (the index is there, the space holds no vectors or is too wide for one).
+
+        A space is recorded without its index and filled without one: building the graph once over the
+        stored vectors is far cheaper than inserting them into it one by one, so ingest, reembed and copy
+        call this at their end, and later writes keep the index up to date. Until then a search scans the
+        space exactly (same results, slower at scale). The build is one transaction: searches go on
+        meanwhile, another process's writes wait for it, and a build cut short leaves nothing behind."""
+        with self.db.transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('index:' || current_schema()))", (LOCK_CLASS,))
+            space_id, dimensions = (self._primary_space(cur) if space is None
+                                    else (self._space_id(cur, space), space.dimensions))
+            build = schema.space_index_sql(self.vector_schema, space_id, dimensions)
+            if build is None or cur.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                            (schema.space_index_name(space_id),)).fetchone()[0]:
+                return None
+            rows = cur.execute("SELECT count(*) FROM vectors WHERE space = %s", (space_id,)).fetchone()[0]
+            if not rows:
+                return None
+            cur.execute("SELECT set_config('maintenance_work_mem', %s, true)"
+                        " WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes(%s)",
+                        (schema.build_memory(rows, dimensions),) * 2)
+            crashpoint("index_build")
+            cur.execute(build)
+        return rows, True
 
     def close(self) -> None:
         self.db.close()

@@ -10,8 +10,8 @@ affects them alike; CPU ms/text (process CPU time, best round) is less sensitive
 (one query, interpreter start included; best of 3) and peak RSS (of that query, and of one bulk run at the
 default budget) are measured in fresh subprocesses.
 
-``--settings`` sweeps the onnxruntime session settings (threads, spinning, graph optimisation, execution
-mode) of ``minilm`` (int8 arithmetic) and ``minilm-fp32``, quiet and beside one competing busy process
+``--settings`` sweeps the runtime settings (model calls at once, threads per call, spinning, graph
+optimisation, execution mode) of ``minilm`` (int8 arithmetic) and ``minilm-fp32``, quiet and beside one competing busy process
 (``python -c "while True: pass"``), all interleaved in one run; the best round of each is kept.
 """
 
@@ -74,19 +74,20 @@ def run_child(*args: str) -> tuple[float, float]:
 
 
 def sweep_settings() -> dict[str, object]:
-    """The session settings compared by ``--settings``: the former default first (threads = cores, spinning)."""
+    """The session settings compared by ``--settings``: the first-ever default first (one call on every core,
+    spinning), then the default (a worker per core, one thread each) and its variants."""
     from sparky.embedders.runtime import RuntimeSettings, physical_cores
 
     cores = physical_cores()
-    fewer = max(1, cores - 1)
-    threads = {cores: f"{cores} thread" + "s" * (cores > 1), fewer: f"{fewer} thread" + "s" * (fewer > 1)}
-    return {f"{threads[cores]}, spin": RuntimeSettings(threads=cores, spinning=True),
-            f"{threads[cores]}": RuntimeSettings(threads=cores),
-            f"{threads[fewer]}, spin": RuntimeSettings(threads=fewer, spinning=True),
-            f"{threads[fewer]}": RuntimeSettings(threads=fewer),
-            f"{threads[cores]}, opt basic": RuntimeSettings(threads=cores, optimization="basic"),
-            f"{threads[cores]}, opt extended": RuntimeSettings(threads=cores, optimization="extended"),
-            f"{threads[cores]}, parallel": RuntimeSettings(threads=cores, parallel=True)}
+    every = f"1 call x {cores} threads"
+    return {f"{every}, spin": RuntimeSettings(workers=1, threads=cores, spinning=True),
+            every: RuntimeSettings(workers=1, threads=cores),
+            "1 call x 1 thread": RuntimeSettings(workers=1, threads=1),
+            f"{cores} workers x 1 thread": RuntimeSettings(workers=cores, threads=1),
+            f"{cores} workers x 1 thread, spin": RuntimeSettings(workers=cores, threads=1, spinning=True),
+            f"{cores} workers, opt basic": RuntimeSettings(workers=cores, optimization="basic"),
+            f"{cores} workers, opt extended": RuntimeSettings(workers=cores, optimization="extended"),
+            f"{every}, parallel": RuntimeSettings(workers=1, threads=cores, parallel=True)}
 
 
 def settings_table(texts: list[str], rounds: int) -> None:
@@ -120,11 +121,11 @@ def settings_table(texts: list[str], rounds: int) -> None:
                     busy.kill()
                     busy.wait()
     print(f"load average after {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<12}{'settings':<26}{'quiet texts/s':>14}{'CPU ms':>8}{'loaded texts/s':>15}{'CPU ms':>8}"
+    print(f"{'model':<12}{'settings':<30}{'quiet texts/s':>14}{'CPU ms':>8}{'loaded texts/s':>15}{'CPU ms':>8}"
           f"{'quiet / fp32 former':>20}{'loaded / fp32 former':>21}")
     first = next(iter(configs))
     for model, label in sessions:
-        row = f"{model:<12}{label:<26}"
+        row = f"{model:<12}{label:<30}"
         for load in ("quiet", "loaded"):
             row += f"{rate[model, label, load]:>14.1f}{cpu[model, label, load]:>8.1f}" if load == "quiet" else \
                 f"{rate[model, label, load]:>15.1f}{cpu[model, label, load]:>8.1f}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sparky.embedders import local, runtime
@@ -63,14 +65,20 @@ def test_every_class_has_settings_and_no_spinning(cpu):
     assert settings.optimization in runtime.OPTIMIZATIONS
 
 
-def test_environment_overrides_threads_and_spinning():
-    settings = choose("avx2", {"SPARKY_ONNX_THREADS": "3", "SPARKY_ONNX_SPIN": "1"})
-    assert (settings.threads, settings.spinning) == (3, True)
+def test_environment_overrides_workers_threads_and_spinning():
+    settings = choose("avx2", {"SPARKY_ONNX_WORKERS": "1", "SPARKY_ONNX_THREADS": "3", "SPARKY_ONNX_SPIN": "1"})
+    assert (settings.workers, settings.threads, settings.spinning) == (1, 3, True)
     assert choose("avx2", {"SPARKY_ONNX_SPIN": "0", "SPARKY_ONNX_THREADS": " "}) == runtime.SETTINGS["avx2"]
 
 
+def test_by_default_one_worker_per_core_each_on_one_thread():
+    settings = choose("avx512-vnni", {})
+    assert (runtime.worker_count(settings), settings.threads) == (runtime.physical_cores(), 1)
+
+
 @pytest.mark.parametrize("name, value", [("SPARKY_ONNX_THREADS", "0"), ("SPARKY_ONNX_THREADS", "two"),
-                                         ("SPARKY_ONNX_THREADS", "-1"), ("SPARKY_ONNX_SPIN", "yes")])
+                                         ("SPARKY_ONNX_THREADS", "-1"), ("SPARKY_ONNX_WORKERS", "0"),
+                                         ("SPARKY_ONNX_WORKERS", "1.5"), ("SPARKY_ONNX_SPIN", "yes")])
 def test_bad_override_is_one_line_naming_the_variable(name, value):
     with pytest.raises(SparkyError, match=name) as error:
         choose("avx512-vnni", {name: value})
@@ -89,14 +97,15 @@ def applied(embedder: local.OnnxMiniLM) -> tuple:
 
 
 def test_default_session_gets_this_machines_class_settings(monkeypatch):
+    monkeypatch.delenv("SPARKY_ONNX_WORKERS", raising=False)
     monkeypatch.delenv("SPARKY_ONNX_THREADS", raising=False)
     monkeypatch.delenv("SPARKY_ONNX_SPIN", raising=False)
     embedder = local.OnnxMiniLM(local.INT8_MODEL, local.int8_path())
     expected = runtime.SETTINGS[cpu_class(cpu_flags())]
     assert embedder.settings == expected
-    threads = expected.threads or runtime.physical_cores()
     spin = "1" if expected.spinning else "0"
-    assert applied(embedder)[:2] == (threads, spin)
+    assert applied(embedder)[:2] == (expected.threads, spin)
+    assert embedder.workers == runtime.worker_count(expected)
 
 
 def test_overrides_reach_the_session(monkeypatch):
@@ -115,3 +124,32 @@ def test_explicit_settings_reach_the_session_and_give_the_same_vectors():
     assert applied(full) == (2, "0", "GraphOptimizationLevel.ORT_ENABLE_ALL", "ExecutionMode.ORT_SEQUENTIAL")
     cosines = (basic.embed(texts) * full.embed(texts)).sum(axis=1)
     assert cosines.min() > 0.9999
+
+
+class MeetingSession:
+    """The real session, whose first call on each thread waits until ``parties`` threads are inside a call at
+    once (a barrier: calls made one after another never meet, and the wait times out)."""
+
+    def __init__(self, session, parties: int) -> None:
+        self.session = session
+        self.barrier = threading.Barrier(parties, timeout=120)
+        self.threads: set[str] = set()
+
+    def run(self, *args, **kwargs):
+        name = threading.current_thread().name
+        if name not in self.threads:
+            self.threads.add(name)
+            self.barrier.wait()
+        return self.session.run(*args, **kwargs)
+
+
+def test_workers_run_their_calls_at_once_and_give_the_same_vectors():
+    texts = [f"message {n}: " + "the garden plan for May and the tomato seedlings " * (n % 7 + 1) for n in range(40)]
+    alone = local.OnnxMiniLM(local.Q8_MODEL, local.q8_path(), 0, RuntimeSettings(workers=1))
+    two = local.OnnxMiniLM(local.Q8_MODEL, local.q8_path(), 0, RuntimeSettings(workers=2))
+    two._session = meeting = MeetingSession(two._session, 2)
+    vectors = two.embed(texts)
+    assert len(meeting.threads) == 2 and all(name.startswith("embed-") for name in meeting.threads)
+    np.testing.assert_allclose(vectors, alone.embed(texts), atol=1e-6)
+    two._session = meeting.session
+    np.testing.assert_allclose(two.embed(texts[:1]), vectors[:1], atol=1e-6)  # one call, on the caller's thread

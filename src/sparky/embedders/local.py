@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import SparkyError
 from .base import Failure, Tokens, classify_common
-from .runtime import RuntimeSettings, machine_settings, session_options
+from .runtime import RuntimeSettings, machine_settings, session_options, worker_count
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (the position table has 512)
 RECENT_TEXTS = 4096  # tokenised texts kept for embed (a batch is at most 256 texts: room for the next few)
@@ -68,6 +69,9 @@ class OnnxMiniLM:
         self.settings = settings or machine_settings()  # by CPU class (runtime.py), SPARKY_ONNX_* overrides
         options = session_options(self.settings)
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.workers = worker_count(self.settings)
+        self._pool: ThreadPoolExecutor | None = None  # the workers' threads, made on the first call that uses them
+        self._pool_lock = threading.Lock()
 
     def tokenize(self, texts: list[str]) -> list[Tokens]:
         """Model tokens of each text without special tokens or truncation (the chunking hook).
@@ -92,12 +96,25 @@ class OnnxMiniLM:
         """L2-normalised float32 vectors, shape (len(texts), 384), in the order of ``texts``.
 
         Texts are sorted by length and run in sub-batches of about ``token_budget`` padded tokens, so
-        padding is negligible and the attention matrices stay in cache (0: every text alone). Longer texts
-        are truncated to the window: chunk them first (``sparky.pipeline.chunking``).
+        padding is negligible and the attention matrices stay in cache (0: every text alone); the
+        sub-batches are shared out among ``workers`` threads, each running its own calls of the one session
+        (onnxruntime runs concurrent calls, and releases the GIL in them). Longer texts are truncated to
+        the window: chunk them first (``sparky.pipeline.chunking``).
         """
         ids = self._model_ids(texts)
         vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for group in _length_groups([len(i) for i in ids], self.token_budget):
+        groups = _length_groups([len(i) for i in ids], self.token_budget)
+        shares = [groups[start::self.workers] for start in range(min(self.workers, len(groups)))]
+        if len(shares) < 2:
+            self._run(ids, groups, vectors)
+            return vectors
+        for done in [self._executor().submit(self._run, ids, share, vectors) for share in shares]:
+            done.result()
+        return vectors
+
+    def _run(self, ids: list[np.ndarray], groups: list[list[int]], vectors: np.ndarray) -> None:
+        """Embed these groups of ``ids`` into their rows of ``vectors`` (each row written by one caller)."""
+        for group in groups:
             width = len(ids[group[-1]])
             input_ids = np.zeros((len(group), width), dtype=np.int64)
             mask = np.zeros((len(group), width), dtype=np.int64)
@@ -107,7 +124,12 @@ class OnnxMiniLM:
             feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
             (hidden,) = self._session.run(["last_hidden_state"], feeds)
             vectors[group] = _mean_pool(hidden, mask)
-        return vectors
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"embed-{self.model}")
+            return self._pool
 
     def _model_ids(self, texts: list[str]) -> list[np.ndarray]:
         """Each text's ids with [CLS] and [SEP], clipped to the window: remembered by ``tokenize`` or encoded."""

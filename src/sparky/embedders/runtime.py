@@ -2,8 +2,8 @@
 
 The CPU class comes from the instruction-set flags in /proc/cpuinfo (``other`` when they cannot be read):
 ``avx512-vnni`` (int8 dot products in 512-bit registers), ``avx-vnni`` (the same in 256-bit registers),
-``avx2`` (no VNNI) or ``other``. ``SPARKY_ONNX_THREADS=N`` and ``SPARKY_ONNX_SPIN=0/1`` override the
-threads and the spinning of any class.
+``avx2`` (no VNNI) or ``other``. ``SPARKY_ONNX_WORKERS=N`` (model calls at once), ``SPARKY_ONNX_THREADS=N``
+(threads per call) and ``SPARKY_ONNX_SPIN=0/1`` override the settings of any class.
 """
 
 from __future__ import annotations
@@ -21,23 +21,27 @@ OPTIMIZATIONS = ("basic", "extended", "all")
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """What an onnxruntime session is built with. ``threads`` 0: one per physical core."""
+    """How the model runs: ``workers`` calls at once (0: one per physical core), each on ``threads``
+    onnxruntime threads, with the session options below."""
 
-    threads: int = 0
+    workers: int = 0
+    threads: int = 1
     spinning: bool = False
     optimization: str = "all"  # one of OPTIMIZATIONS
     parallel: bool = False  # ORT_PARALLEL execution mode (independent nodes at once); else sequential
 
 
-# Measured with `bench/embedders.py --settings` on the avx512-vnni class only (2-core AMD EPYC, 2026-12-02,
-# load average 6-16 from other work; README "Performance"): without spinning minilm spent 22-23 CPU ms a text
-# rather than 43-45 and ran 1.8x (no busy process) to 3x (one busy process) faster; one thread per core
-# beat cores - 1 (17.6 vs 6.3 texts/s beside a busy process); the graph optimisation levels were within
-# noise (the q8 graph is fused already), and ORT_PARALLEL cost 70% more CPU. The avx-vnni, avx2 and other
-# classes were not measured with these options: they get the same settings, since threads and spinning are
-# about sharing cores, not the instruction set. minilm keeps int8 arithmetic on every class: it was faster
-# than fp32 on both classes measured (1.87x here; 1.53x on a 2-core AMD EPYC with AVX2 only), and one
-# arithmetic everywhere keeps a store's vectors the same on every machine.
+# Measured with `bench/embedders.py --settings` (README "Performance", per CPU class). A model call embeds one
+# text (minilm) or ~256 padded tokens (fp32): too little work to share across threads, so one thread per core
+# each running its own calls beats every core on each call. On a 2-core Intel Xeon with AVX-512 VNNI and AMX
+# (2026-12-02, quiet): 2 workers of 1 thread embedded 146.6 texts/s against 97.3 for one call on 2 threads and
+# 125.5 for the same spinning, and 96.9 / 85.0 / 53.3 beside a busy process, at the CPU of one thread (13.4
+# ms a text against 17.1). On a 2-core AMD EPYC with AVX-512 VNNI (load 6-16) spinning cost 22 vs 43 CPU ms a
+# text and ran 1.8x (quiet) to 3x (beside a busy process) slower; one thread per core beat cores - 1; the graph
+# optimisation levels were within noise (the q8 graph is fused already) and ORT_PARALLEL cost 70% more CPU.
+# Workers and spinning are about sharing cores, not the instruction set: the classes not measured get the
+# same settings. minilm keeps int8 arithmetic on every class: faster than fp32 on all three machines measured
+# (1.5-2x), and one arithmetic everywhere keeps a store's vectors the same on every machine.
 SETTINGS = {cpu: RuntimeSettings() for cpu in CLASSES}
 
 
@@ -68,11 +72,12 @@ def cpu_class(flags: frozenset[str]) -> str:
 def choose(cpu: str, environ: Mapping[str, str] = os.environ) -> RuntimeSettings:
     """The settings of the class ``cpu`` with the overrides in ``environ`` applied (a bad value: one error)."""
     settings = SETTINGS[cpu]
-    threads = environ.get("SPARKY_ONNX_THREADS", "").strip()
-    if threads:
-        if not threads.isdigit() or int(threads) < 1:
-            raise SparkyError(f"SPARKY_ONNX_THREADS must be a whole number of threads, 1 or more (got {threads!r})")
-        settings = replace(settings, threads=int(threads))
+    for name, field in (("SPARKY_ONNX_WORKERS", "workers"), ("SPARKY_ONNX_THREADS", "threads")):
+        value = environ.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise SparkyError(f"{name} must be a whole number, 1 or more (got {value!r})")
+            settings = replace(settings, **{field: int(value)})
     spin = environ.get("SPARKY_ONNX_SPIN", "").strip()
     if spin:
         if spin not in ("0", "1"):
@@ -94,7 +99,7 @@ def session_options(settings: RuntimeSettings):
               "extended": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL}
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = settings.threads or physical_cores()
+    options.intra_op_num_threads = settings.threads
     options.graph_optimization_level = levels[settings.optimization]
     if settings.parallel:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_PARALLEL
@@ -105,6 +110,11 @@ def session_options(settings: RuntimeSettings):
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "1" if settings.spinning else "0")
     return options
+
+
+def worker_count(settings: RuntimeSettings) -> int:
+    """How many model calls run at once under ``settings``."""
+    return settings.workers or physical_cores()
 
 
 def physical_cores() -> int:

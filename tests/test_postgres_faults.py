@@ -21,6 +21,7 @@ from sparky.models import Conversation, Message
 from sparky.pipeline.scan import scan_export
 from sparky.readers import ExportReader
 from sparky.stores import MessageRecord, StoreFilters, open_store, redact
+from sparky.stores.postgres import schema
 
 SECRET = "s3cr3t-pa55-Zq9"
 
@@ -368,7 +369,7 @@ def test_without_iterative_index_scans_a_filtered_query_still_fills_k(postgres_u
         store.close()
 
 
-def test_a_selective_filter_is_answered_by_an_exact_scan_with_the_full_k(postgres_url):
+def test_a_selective_filter_is_answered_by_an_exact_scan_with_the_full_k(postgres_url, monkeypatch):
     """12,000 messages, 600 of them Claude's in three conversations: a filter on that source (which the
     planner, left alone, answers through the HNSW index, each row kept costing ~20 visited) or on one of the
     conversations is answered exactly, without the index, and gives the full k; a filter passing most rows,
@@ -390,6 +391,7 @@ def test_a_selective_filter_is_answered_by_an_exact_scan_with_the_full_k(postgre
             records.append(MessageRecord(message.key(source), conversation, message, (message.text,), vector[None]))
         for start in range(0, len(records), 3000):
             store.upsert(records[start:start + 3000])
+        monkeypatch.setattr(schema, "HNSW_MIN_ROWS", 10_000)
         assert store.ensure_index() == (12_000, True)
         with admin(postgres_url) as conn:
             conn.execute("ANALYZE")  # as autovacuum does after a load: the planner's row estimates
@@ -426,8 +428,9 @@ def test_ef_search_grows_with_the_index_up_to_its_cap():
         [100, 100, 100, 100, 200, 400, 400]
 
 
-def test_the_hnsw_index_is_built_with_the_stores_parameters(postgres_url):
+def test_the_hnsw_index_is_built_with_the_stores_parameters(postgres_url, monkeypatch):
     """ef_construction 128, not pgvector's 64: the default graph's recall@10 stops at 0.94 at 1M vectors."""
+    monkeypatch.setattr(schema, "HNSW_MIN_ROWS", 1)
     store = open_store(postgres_url)
     try:
         store.ensure_schema("m", 4)

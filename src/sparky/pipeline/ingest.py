@@ -214,6 +214,8 @@ class Ingestion:
         self._new_conversations: list[str] = []  # completed since the last checkpoint
         self._batches_since_checkpoint = 0
         self._failed_batches_in_a_row = 0
+        self._writer: ThreadPoolExecutor | None = None  # the store's thread, while batches are embedded
+        self._writing: tuple[Future, list[PendingMessage], BatchOutcome] | None = None  # being written
         self._started = time.monotonic()
 
     def run(self) -> IngestResult:
@@ -264,6 +266,7 @@ class Ingestion:
 
     def _supersede_replaced(self, conversation_id: str) -> None:
         """Mark the stored messages that left this conversation's branch superseded (its new ones are in)."""
+        self._finish_write()
         keys = self.versions.replaced.pop(conversation_id, None)
         if keys:
             self.version_counts["superseded"] += with_store_retries(lambda: self.store.supersede(keys), self.store_retry)
@@ -331,9 +334,12 @@ class Ingestion:
             done_messages=len(self.stored),
         )
         workers = max(1, int(self.embedder.concurrency))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
-            # The next batch is parsed and chunked while ``workers`` batches embed; it is sent only when one
-            # of them is committed, so a kill never throws away more than ``workers`` embedded batches.
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as writer:
+            # The next batch is parsed and chunked while ``workers`` batches embed and the last one embedded
+            # is written; a batch is sent only when one of them is, so a kill never throws away more than
+            # ``workers`` + 1 embedded batches.
+            self._writer = writer
             in_flight: dict[Future, list[PendingMessage]] = {}
             try:
                 for batch in self._batches(done_conversations):
@@ -344,9 +350,13 @@ class Ingestion:
                     in_flight[pool.submit(self._embed_batch, batch)] = batch
                 while in_flight:
                     self._store_finished(in_flight)
+                self._finish_write()
             except BaseException:
                 self.stop.event.set()  # the run is failing: workers waiting to retry give up at once
+                self._finish_write(failing=True)
                 raise
+            finally:
+                self._writer = None
         self.display.finish()
         if self.stop.requested:
             raise Interrupted()
@@ -453,8 +463,34 @@ class Ingestion:
             self._store_outcome(in_flight.pop(future), future.result())
 
     def _store_outcome(self, batch: list[PendingMessage], outcome: BatchOutcome) -> None:
-        if outcome.records:
-            with_store_retries(lambda: self.store.upsert(outcome.records), self.store_retry)
+        """Record the batch written before, then start writing this one on the store's thread (the store
+        does its part, a server's or SQLite's, while this thread reads and chunks the next batch)."""
+        self._finish_write()
+        if not outcome.records:  # nothing to write: recorded at once (a run of failed batches ends on time)
+            self._record_outcome(batch, outcome)
+            return
+        write = self._writer.submit(with_store_retries, lambda: self.store.upsert(outcome.records), self.store_retry)
+        self._writing = (write, batch, outcome)
+
+    def _finish_write(self, failing: bool = False) -> None:
+        """Wait for the batch being written and record it as stored; a failed write raises (``failing``: the
+        run is failing already, and only a committed write is recorded). Every use of the store by this
+        thread comes after this, so the store is never used by two threads at once."""
+        pending, self._writing = self._writing, None
+        if pending is None:
+            return
+        write, batch, outcome = pending
+        if not failing:
+            write.result()
+            self._record_outcome(batch, outcome)
+            return
+        try:  # the first cause of the failure is the one reported
+            if write.exception() is None:
+                self._record_outcome(batch, outcome)
+        except Exception:
+            pass
+
+    def _record_outcome(self, batch: list[PendingMessage], outcome: BatchOutcome) -> None:
         for record in outcome.records:
             if record.key in self.versions.changed:
                 self.version_counts["superseded"] += 1

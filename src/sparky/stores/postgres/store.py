@@ -262,8 +262,8 @@ class PostgresStore(SearchQueries):
                           for index, text in enumerate(record.chunk_texts)]
             if chunk_rows:
                 ids = dict(((message, index), chunk) for chunk, message, index in cur.execute(
-                    "WITH added AS (INSERT INTO chunks (message, idx, text) SELECT * FROM unnest(%s::bigint[],"
-                    " %s::integer[], %s::text[]) RETURNING id, message, idx, tokens),"
+                    f"WITH added AS (INSERT INTO chunks (message, idx, text, tsv, tokens) {schema.CHUNK_KEYWORDS}"
+                    " RETURNING id, message, idx, tokens),"
                     " totals AS (UPDATE keyword_totals SET chunks = chunks + (SELECT count(*) FROM added),"
                     " tokens = tokens + (SELECT coalesce(sum(tokens), 0) FROM added))"
                     " SELECT id, message, idx FROM added", _columns(chunk_rows, 3)).fetchall())
@@ -379,14 +379,19 @@ class PostgresStore(SearchQueries):
         return row[0]
 
     def ensure_index(self, space: Space | None = None) -> tuple[int, bool] | None:
-        """Build the HNSW index of a space (by default the primary one) when it has none: the vectors it holds
-        and True, else None (the index is there, the space holds no vectors or is too wide for one).
+        """Build the HNSW index of a space (by default the primary one) when it has none and holds
+        ``schema.HNSW_MIN_ROWS`` vectors or more: the vectors it holds and True, else None (the index is
+        there, the space is too small or too wide for one). The keyword index's pending entries are merged
+        first.
 
         A space is recorded without its index and filled without one: building the graph once over the
         stored vectors is far cheaper than inserting them into it one by one, so ingest, reembed and copy
         call this at their end, and later writes keep the index up to date. Until then a search scans the
-        space exactly (same results, slower at scale). The build is one transaction: searches go on
+        space exactly (exact results; slower at scale). The build is one transaction: searches go on
         meanwhile, another process's writes wait for it, and a build cut short leaves nothing behind."""
+        with self.db.statement() as cur:  # the keyword index's pending entries merged (by its owner: else VACUUM's)
+            cur.execute("SELECT gin_clean_pending_list(c.oid) FROM pg_class c WHERE c.oid = 'chunks_tsv'::regclass"
+                        " AND pg_has_role(c.relowner, 'USAGE')")
         with self.db.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext('index:' || current_schema()))", (LOCK_CLASS,))
             space_id, dimensions = (self._primary_space(cur) if space is None
@@ -396,7 +401,7 @@ class PostgresStore(SearchQueries):
                                             (schema.space_index_name(space_id),)).fetchone()[0]:
                 return None
             rows = cur.execute("SELECT count(*) FROM vectors WHERE space = %s", (space_id,)).fetchone()[0]
-            if not rows:
+            if rows < max(1, schema.HNSW_MIN_ROWS):
                 return None
             cur.execute("SELECT set_config('maintenance_work_mem', %s, true)"
                         " WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes(%s)",

@@ -114,12 +114,17 @@ class StubEmbedder:
 
 def build(url: str, corpus: Corpus, count: int, batch: int, hnsw_after: bool,
           hnsw_with: str = "") -> tuple[float, float]:
-    """Load the corpus through ``upsert``; seconds of the load, and of the HNSW build after it (0: none; SQLite:
-    ``ensure_index``, which builds nothing below the ANN threshold)."""
+    """Load the corpus through ``upsert``; seconds of the load, and of the index build after it (0: none; SQLite:
+    ``ensure_index``, which builds nothing below the ANN threshold). PostgreSQL: ``hnsw_after`` builds the HNSW
+    index after the load (as the store's ``ensure_index`` does at the end of an ingest, here with the memory
+    of a bulk load); else it is made before the load and grown row by row."""
     store = open_store(url)
     try:
         store.ensure_schema(MODEL, corpus.vectors.shape[1])
-        index = hnsw_after and "://" in url and _drop_hnsw(url)
+        index = "://" in url and _index_statement(url, store)
+        if index and not hnsw_after:
+            _create_hnsw(url, index)
+            index = None
         started = time.perf_counter()
         for start in range(store.message_count(), count, batch):  # a kept store (--keep) resumes where it is
             store.upsert(corpus.records(start, min(count, start + batch)))
@@ -138,15 +143,18 @@ def build(url: str, corpus: Corpus, count: int, batch: int, hnsw_after: bool,
     return loaded, (_create_hnsw(url, index) if index else 0.0)
 
 
-def _drop_hnsw(url: str) -> str:
-    """Drop the store's HNSW index; the statement that makes it again."""
+def _index_statement(url: str, store) -> str:
+    """The statement that makes the store's HNSW index (one a kept store holds already is dropped first)."""
     import psycopg
 
+    from sparky.stores.postgres.schema import space_index_sql
+
     with psycopg.connect(url, autocommit=True) as conn:
-        name, definition = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname ="
-                                        " current_schema() AND indexdef LIKE '%USING hnsw%'").fetchone()
-        conn.execute(f'DROP INDEX "{name}"')
-    return definition
+        for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+                                    " AND indexdef LIKE '%USING hnsw%'").fetchall():
+            conn.execute(f'DROP INDEX "{name}"')
+    space, dimensions = store._primary_space()
+    return space_index_sql(store.vector_schema, space, dimensions)
 
 
 def _create_hnsw(url: str, definition: str) -> float:

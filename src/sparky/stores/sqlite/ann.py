@@ -37,6 +37,9 @@ MIN_ROWS = 150_000  # below this many rows the exact scan is as fast (bench/ann_
 EXACT_ROWS = 30_000  # a filter passing at most this many rows is scanned exactly
 MAX_FETCH = 8192  # candidates asked of the index at the most before a filtered search scans exactly
 MIN_EF = 256  # the graph's least search depth (expansion_search): recall@10 0.99 at 200k
+# ... growing with the graph to MAX_EF at 1M rows, where ef 256 / 512 / 1024 gave recall@10 0.912 / 0.924 / 0.952
+# at p50 0.92 / 1.21 / 1.97 ms (bench/ann_libraries.py --sizes 1000000 --ef 256,512,1024, 2-core Xeon, 2026-12-02)
+MAX_EF = 1024
 CONNECTIVITY = 16
 EF_CONSTRUCTION = 64
 FORMAT = 1
@@ -64,7 +67,7 @@ class Graph:
     def candidates(self, query: np.ndarray, ids: np.ndarray, count: int) -> np.ndarray:
         """Row numbers of the matrix: the ``count`` nearest entries found that are still rows, and the tail."""
         index = self.index
-        index.expansion_search = max(MIN_EF, count)
+        index.expansion_search = search_depth(len(index), count)
         keys = np.asarray(index.search(query, count, threads=1).keys, dtype=np.int64)
         at = np.searchsorted(ids, keys).clip(max=max(len(ids) - 1, 0))
         found = at[ids[at] == keys] if len(ids) else at[:0]
@@ -73,6 +76,11 @@ class Graph:
     @property
     def size(self) -> int:
         return len(self.index)
+
+
+def search_depth(size: int, count: int) -> int:
+    """The ``expansion_search`` of a query for ``count`` candidates in a graph of ``size`` rows."""
+    return max(count, min(MAX_EF, max(MIN_EF, size * MAX_EF // 1_000_000)))
 
 
 class AnnIndex:

@@ -266,9 +266,9 @@ class Ingestion:
 
     def _supersede_replaced(self, conversation_id: str) -> None:
         """Mark the stored messages that left this conversation's branch superseded (its new ones are in)."""
-        self._finish_write()
         keys = self.versions.replaced.pop(conversation_id, None)
         if keys:
+            self._finish_write()  # the store is used by one thread at a time
             self.version_counts["superseded"] += with_store_retries(lambda: self.store.supersede(keys), self.store_retry)
 
     def _final_checkpoint(self, first_error: bool = False) -> None:

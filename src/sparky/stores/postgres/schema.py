@@ -191,7 +191,8 @@ def query_cast(vector_schema: str, dimensions: int) -> str:
 # pgvector's default ef_construction (64) builds a graph whose recall@10 stops at 0.94 at 1M clustered 384-d
 # vectors however deep the search (0.93 at ef_search 400); built with 128 the same vectors reach 0.983 at
 # 7 ms p50 (bench/search_scale.py --hnsw-with, 2026-12-02). Indexes made before keep their parameters.
-HNSW_PARAMETERS = "m = 16, ef_construction = 128"
+HNSW_M = 16
+HNSW_PARAMETERS = f"m = {HNSW_M}, ef_construction = 128"
 
 
 # The memory pgvector's HNSW build is given when the server's maintenance_work_mem is lower: enough to build
@@ -201,9 +202,9 @@ BUILD_MEMORY_CAP = 512 << 20
 _BUILD_BYTES_PER_NEIGHBOUR = 16  # pgvector's element: the vector, and 2m neighbours on layer 0 (ids + distances)
 
 
-def build_memory(rows: int, dimensions: int, m: int = 16) -> str:
+def build_memory(rows: int, dimensions: int) -> str:
     """A ``maintenance_work_mem`` value for building the HNSW index of ``rows`` vectors of this width."""
-    per_vector = 4 * dimensions + 2 * m * _BUILD_BYTES_PER_NEIGHBOUR + 200
+    per_vector = 4 * dimensions + 2 * HNSW_M * _BUILD_BYTES_PER_NEIGHBOUR + 200
     wanted = min(BUILD_MEMORY_CAP, int(rows * per_vector * 1.25))
     return f"{max(64, wanted >> 20)}MB"
 

@@ -210,8 +210,9 @@ def build_memory(rows: int, dimensions: int) -> str:
 
 
 # Below this many vectors a space has no HNSW index: the exact scan is fast enough and exact (k=50 over 384-d
-# vectors, embedded PostgreSQL 18 on 2 cores: p50 18.5 ms at 25k, 28.4 ms at 50k, 61 ms at 100k, 94 ms at
-# 150k; 2026-12-02), and a small store's ingest does not pay for building a graph (2.4 s for 16k vectors).
+# vectors, embedded PostgreSQL 18 on a 2-core Intel Xeon with AVX-512 VNNI and AMX: p50 18.5 ms at 25k,
+# 28.4 ms at 50k, 61 ms at 100k, 94 ms at 150k; 2026-12-02), and a small store's ingest does not pay for
+# building a graph (2.4 s for 16k vectors).
 HNSW_MIN_ROWS = 50_000
 
 

@@ -26,14 +26,19 @@ these values, on the same index (the store's own choice of ef_search is in the m
 
 from __future__ import annotations
 
+import time
+
+STARTED = time.perf_counter()  # a cold search's process (``--cold``) counts its imports too
+
 import argparse
+import json
 import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,7 @@ from sparky.stores.sqlite import ann  # noqa: E402
 
 MODEL = "synthetic-384"
 K = 10
+COLD_RUNS = 3  # fresh processes per store: the median is shown
 MAINTENANCE_WORK_MEM = "8GB"  # the whole 1M-vector graph (~3 GB) in memory while it is built
 
 
@@ -235,6 +241,35 @@ def measure(url: str, corpus: Corpus, queries: np.ndarray, texts: list[str]) -> 
         store.close()
 
 
+def cold_search(url: str, dimensions: int) -> float:
+    """Seconds from a fresh process's first line to the answer of its first hybrid search of the store at ``url``
+    (imports, opening the store, memory-mapping its vectors and ANN index, the search; the query vector is
+    handed over, so the model's load is not counted: ``model_load`` is)."""
+    done = subprocess.run([sys.executable, __file__, "--cold", url, "--dimensions", str(dimensions)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)["seconds"]
+
+
+def model_load(embedder: str = "minilm") -> float:
+    """Seconds for a fresh process to load ``embedder`` and embed one query (its cached graph)."""
+    code = ("import time; started = time.perf_counter(); from sparky.embedders import get_embedder; "
+            f"get_embedder({embedder!r}).embed(['a query']); print(time.perf_counter() - started)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def _cold_child(url: str, dimensions: int, started: float) -> None:
+    """The fresh process of ``cold_search``: one hybrid search, then its time since ``started`` as JSON."""
+    store = open_store(url, create=False)
+    try:
+        query = np.random.default_rng(5).normal(size=dimensions).astype(np.float32)
+        searcher = Searcher(store)
+        searcher._embedder = lambda: StubEmbedder(dimensions, {"w1 w2 w3": query / np.linalg.norm(query)})  # type: ignore
+        searcher.search("w1 w2 w3", k=K, mode="hybrid")
+    finally:
+        store.close()
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
 def sweep_ef_search(url: str, corpus: Corpus, queries: np.ndarray, values: list[int]) -> dict[int, dict]:
     """The vector side's p50/p95 and recall@10 with the store's smallest ef_search set to each value (in
     place of ``ef_search_floor``, which grows it with the index)."""
@@ -320,13 +355,15 @@ def measure_size(count: int, args: argparse.Namespace, urls: dict[str, str]) -> 
         phase(f"measuring {args.queries} queries on {name}")
         results[name] = {"load": load, "index": index, "size": size(store_url),
                          **measure(store_url, corpus, queries, texts)}
+        phase(f"a cold search of {name} in fresh processes")
+        results[name]["cold"] = statistics.median(cold_search(store_url, args.dimensions) for _ in range(COLD_RUNS))
         if args.ef_search and "://" in store_url:
             values = [int(part) for part in args.ef_search.split(",")]
             results[name]["sweep"] = sweep_ef_search(store_url, corpus, queries, values)
     return results
 
 
-def print_table(count: int, args: argparse.Namespace, results: dict, versions: str) -> None:
+def print_table(count: int, args: argparse.Namespace, results: dict, versions: str, model_seconds: float) -> None:
     print(f"\nSearch at scale: {count:,} messages of {args.dimensions}-d clustered vectors, "
           f"{args.queries} queries, k={K}, warm")
     build_note = (f"HNSW built after the load (maintenance_work_mem {MAINTENANCE_WORK_MEM}, "
@@ -346,7 +383,9 @@ def print_table(count: int, args: argparse.Namespace, results: dict, versions: s
         index = f"; load {r['load']:.0f} s + HNSW {r['index']:.0f} s" if r["index"] else ""
         return f"{total:.0f} s ({count / total:,.0f} rows/s{index})"
 
-    rows = [("build through upsert", built), ("store size", lambda r: f"{r['size'] / 2**20:,.0f} MiB")]
+    rows = [("build through upsert", built), ("store size", lambda r: f"{r['size'] / 2**20:,.0f} MiB"),
+            (f"cold search: fresh process to first hybrid answer, median of {COLD_RUNS} (+ {model_seconds:.2f} s to"
+             " load minilm in a fresh process)", lambda r: f"{r['cold']:.2f} s")]
     for scope in ("all", "2%"):
         label = "" if scope == "all" else " (filter passing 2%)"
         rows += [
@@ -372,7 +411,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build the SQLite stores in this folder and keep them")
     parser.add_argument("--hnsw-with", default="", help='PostgreSQL: HNSW storage parameters, e.g. "m=16, ef_construction=128"')
     parser.add_argument("--ef-search", default="", help="PostgreSQL: comma-separated hnsw.ef_search values to sweep")
+    parser.add_argument("--cold", metavar="URL", help=argparse.SUPPRESS)  # the fresh process of cold_search
     args = parser.parse_args()
+    if args.cold:
+        return _cold_child(args.cold, args.dimensions, STARTED)
     sizes = [int(part.replace("_", "")) for part in args.sizes.split(",")]
     stores = set(args.stores.split(","))
 
@@ -383,6 +425,8 @@ def main() -> None:
         if url is None and "postgres" in stores:
             server, url = start_server(folder, max(sizes), args.dimensions)
         versions = server_versions(url) if "postgres" in stores else "no PostgreSQL"
+        phase("loading minilm in fresh processes")
+        model_seconds = statistics.median(model_load() for _ in range(COLD_RUNS))
         for count in sizes:
             urls = {}
             if "sqlite" in stores:
@@ -390,7 +434,7 @@ def main() -> None:
             if "postgres" in stores:
                 urls["PostgreSQL (pgvector HNSW)"] = fresh_schema(url, f"scale_{count}")
             results = measure_size(count, args, urls)
-            print_table(count, args, results, versions)
+            print_table(count, args, results, versions, model_seconds)
             for figures in results.values():
                 if "sweep" in figures:
                     print_sweep(count, figures["sweep"])

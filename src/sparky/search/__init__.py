@@ -185,10 +185,12 @@ class Searcher:
         terms = keyword_terms(query)
         side_limit = max(k, depth) if mode == "hybrid" else k * 2 if exchanges else k
         keyword = self.store.keyword_hits(terms, where, side_limit) if mode != "vector" else []
+        held = evidence_of(keyword, self.documents, len(terms))
         if mode != "vector" and (finer := keyword_terms(query, fine=True)) != terms and \
-                max(evidence_of(keyword, self.documents, len(terms)).values(), default=0.0) <= EVIDENCE_FLOOR:
+                max(held.values(), default=0.0) <= EVIDENCE_FLOOR:
             # no trigram of an unspaced run matched enough: its bigrams (a read of every chunk) may
             terms, keyword = finer, self.store.keyword_hits(finer, where, side_limit)
+            held = evidence_of(keyword, self.documents, len(terms))
         vector, query_vector = self._vector(query, where, side_limit, space) if mode != "keyword" else ([], None)
         if mode != "hybrid":
             ranked = [(hit.message, hit.score) for hit in (vector if mode == "vector" else keyword)]
@@ -203,7 +205,6 @@ class Searcher:
         strict = floor and min_score is None and self.needs_shared_words(query, mode, fusion)
         chosen = self._chosen(ranked, max(len(ranked), 1) if strict else k, exchanges)
         if strict:  # the cosine says little outside English, nor does one common piece: the words must match enough
-            held = evidence_of(keyword, self.documents, len(terms))
             chosen = [(row, score, exchange) for row, score, exchange in chosen
                       if any(held.get(item.id, 0.0) > EVIDENCE_FLOOR
                              for item in (row, exchange.question, exchange.answer) if item is not None)][:k]

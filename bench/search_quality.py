@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sparky.embedders import get_embedder
-from sparky.search import FLOORS, MODES, SIDE_DEPTH, SearchResult, Searcher, combine, fuse, keyword_terms, \
+from sparky.search import MODES, SIDE_DEPTH, SearchResult, Searcher, combine, fuse, keyword_terms, \
     open_for_search
 from sparky.search.fusion import EVIDENCE_FLOOR, KEYWORD_OFFSET, KEYWORD_SCALE, VECTOR_WEIGHT, evidence_of
 from sparky.search.query import unlike_english
@@ -325,16 +325,17 @@ def calibrate(searcher: Searcher, queries: list[dict]) -> None:
     """For candidate floors per mode: the share of no-answer queries said as such, and of answerable queries
     whose first answer still shows (exchange level, top 10)."""
     print("\nRelevance floor calibration (exchange level): no-answer said / answerable still answered")
-    for mode, floors in (("hybrid", (0.2, 0.22, 0.25, 0.27, 0.3, 0.33, 0.36)),
-                         ("vector", (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6))):
+    for mode in ("hybrid", "vector"):
         runs = [(query, searcher.search(query["query"], k=K, mode=mode, floor=False)) for query in queries]
+        used = searcher.floor_for(mode)  # the model's own (MiniLM's, or e5's), set around it
+        floors = [round(used + step, 2) for step in (-0.07, -0.05, -0.02, 0.0, 0.03, 0.06, 0.09)]
         cells = []
         for floor in floors:
             said = [not [r for r in results if r.score >= floor] for query, results in runs if not query["keys"]]
             kept = [any(covered(r, "exchange") & query["keys"] for r in results if r.score >= floor)
                     for query, results in runs if query["keys"]]
             cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
-        print(f"  {mode:<8}" + "  ".join(cells) + f"   (in use: {FLOORS[mode]:g})")
+        print(f"  {mode:<8}" + "  ".join(cells) + f"   (in use: {used:g})")
     calibrate_evidence(searcher, queries)
 
 
@@ -348,7 +349,7 @@ def calibrate_evidence(searcher: Searcher, queries: list[dict]) -> None:
         terms = keyword_terms(query["query"])
         held = evidence_of(searcher.store.keyword_hits(terms, StoreFilters(), 2 * SIDE_DEPTH), searcher.documents,
                            len(terms))
-        results = searcher.search(query["query"], k=K, min_score=FLOORS["hybrid"])  # the combined floor alone
+        results = searcher.search(query["query"], k=K, min_score=searcher.floor_for("hybrid"))  # that floor alone
         runs.append((query, unlike_english(query["query"]),
                      [(result, max(held.get(ids[key], 0.0) for key in covered(result, "exchange")))
                       for result in results]))

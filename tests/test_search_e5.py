@@ -9,7 +9,7 @@ import pytest
 from sparky.embedders import EMBEDDERS, embedder_for_model, get_embedder, recorded_model, resolve_embedder
 from sparky.embedders.e5 import MODEL
 from sparky.models import Conversation, Message
-from sparky.search import Searcher
+from sparky.search import FLOORS, MODEL_FLOORS, Searcher
 from sparky.stores import MessageRecord
 from sparky.stores.sqlite import SQLiteStore
 
@@ -49,7 +49,14 @@ def test_a_search_in_another_language_finds_the_answer(e5, tmp_path):
     assert searcher.search("¿qué arroz para la paella?", k=1, mode="vector", floor=False)[0].text == texts[0]
     assert searcher.search("돼지고기 찌개 만드는 법", k=1, mode="vector", floor=False)[0].text == texts[2]
     # a multilingual model's cosine is evidence outside English: a Spanish paraphrase sharing no word with
-    # its answer is answered in hybrid mode with the floor on (an English-only model's would need shared words)
-    [hit] = searcher.search("¿qué grano uso en el plato valenciano?", k=1)
+    # its answer ranks it first (an English-only model's would need shared words)
+    [hit] = searcher.search("¿qué grano uso en el plato valenciano?", k=1, floor=False)
     assert hit.text == texts[0] and hit.keyword_score is None
+    # E5's floor is its own (its cosines lie between about 0.7 and 0.9 for any two texts): a question with
+    # its answer's words is answered with the floor on, one nothing answers is said as such; under MiniLM's
+    # floor (0.27) every query got results
+    assert searcher.floor_for("hybrid") == MODEL_FLOORS[MODEL]["hybrid"] > FLOORS["hybrid"]
+    assert [hit.text for hit in searcher.search("¿qué arroz para la paella?", k=1)] == [texts[0]]
+    assert searcher.search("¿cómo se poda un bonsái de olivo?", k=3) == []
+    assert searcher.search("¿cómo se poda un bonsái de olivo?", k=3, floor=False)
     store.close()

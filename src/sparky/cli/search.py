@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from .options import console, db_option, friendly_errors, progress_file_option, store_url
-from ..search import (FLOORS, MODES, ContextMessage, Filters, Searcher, SearchResult, iso_date, open_for_search,
+from ..embedders.e5 import MODEL as E5_MODEL
+from ..search import (FLOORS, MODEL_FLOORS, MODES, ContextMessage, Filters, Searcher, SearchResult, iso_date, open_for_search,
                       parse_when, preload_embedder)
 from ..search.snippets import best_passage, make_snippet, query_terms, term_spans
 
@@ -41,7 +42,8 @@ INDENT = 4
 @click.option("--full", is_flag=True, help="Print whole messages, not the matching passage.")
 @click.option("--min-score", type=float, metavar="X",
               help=f"Show only results scoring at least X (default: the calibrated floor, hybrid "
-                   f"{FLOORS['hybrid']}, vector {FLOORS['vector']}).")
+                   f"{FLOORS['hybrid']}, vector {FLOORS['vector']}; for a store built with e5, hybrid "
+                   f"{MODEL_FLOORS[E5_MODEL]['hybrid']}, vector {MODEL_FLOORS[E5_MODEL]['vector']}).")
 @click.option("--all", "show_all", is_flag=True, help="Show the best results however weak (no relevance floor).")
 @click.option("--include-superseded", is_flag=True,
               help="Also search old versions of messages a newer export edited or replaced (kept, hidden by default).")
@@ -73,7 +75,7 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
         shared_words = not results and not show_all and min_score is None and searcher.needs_shared_words(text, mode)
     finally:
         store.close()
-    floor = None if show_all else min_score if min_score is not None else FLOORS[mode]
+    floor = None if show_all else min_score if min_score is not None else searcher.floor_for(mode)
     if output == "json":
         given = {"role": role, "conversation": conversation, "source": source, "since": since, "until": until}
         document = {"query": text, "mode": mode, "k": k, "filters": given, "min_score": floor,

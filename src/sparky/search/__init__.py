@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..embedders.e5 import MODEL as E5_MODEL
 from ..embedders.openai_names import is_recorded_openai
 from ..errors import SparkyError
 from ..stores import ChunkHit, MessageRow, Store, StoreFilters
@@ -27,7 +28,7 @@ from .spaces import SpacePlanner, embedder_of, mixed_hits, on_scale_of
 if TYPE_CHECKING:
     from ..embedders import Embedder
 
-__all__ = ["FLOORS", "FUSIONS", "MODES", "RRF_K", "SIDE_DEPTH", "ContextMessage", "Filters", "SearchError",
+__all__ = ["FLOORS", "FUSIONS", "MODEL_FLOORS", "MODES", "RRF_K", "SIDE_DEPTH", "ContextMessage", "Filters", "SearchError",
            "SearchResult", "Searcher", "combine", "fuse", "iso_date", "keyword_terms", "open_for_search", "parse_when",
            "preload_embedder"]
 
@@ -41,6 +42,12 @@ NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1
 # unrelated texts of other languages apart, so those no-answer queries stay above any useful floor: a
 # query unlike English also needs keyword evidence (``fusion.EVIDENCE_FLOOR``) in hybrid and keyword mode.
 FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
+# The floors of models whose cosines lie on another scale than MiniLM's, by recorded model name. E5's lie
+# between about 0.7 and 0.9 for any pair of texts: from bench/search_quality.py --sweep --embedder e5 on the
+# labelled conversations alone (no e5 store of the distractors: ingesting them takes over an hour here), the
+# lowest floors at which at least 90 % of the no-answer queries are said as such (hybrid 0.62: 94 %, with
+# 91 % of the answerable still answered; vector 0.86: 100 %, 76 %).
+MODEL_FLOORS = {E5_MODEL: {"hybrid": 0.62, "vector": 0.86, "keyword": 0.0}}
 # Results whose passage, when it holds none of the query's words, is the window of their chunk closest
 # in meaning: a few windows embedded per result (~15 ms each on 2 cores), so only for those read first.
 RATED_PASSAGES = 5
@@ -170,7 +177,7 @@ class Searcher:
         side; [] when none reaches the relevance floor.
 
         ``floor=False`` returns the best ``k`` however weak; ``min_score`` replaces the mode's calibrated
-        floor (``FLOORS``). With ``exchanges``, a question and its answer are one result (the better hit).
+        floor (``floor_for``). With ``exchanges``, a question and its answer are one result (the better hit).
         ``fusion="rrf"`` ranks hybrid results by reciprocal rank fusion (``rrf_k``), the fusion before
         ``combine``; it has no calibrated floor, so only ``min_score`` applies to it. ``space`` (a model or an
         embedder name) searches that embedding space only; by default a store mid-way through a progressive
@@ -199,7 +206,7 @@ class Searcher:
         else:
             ranked = combine(vector, keyword, self.documents, len(terms))
         threshold = min_score if min_score is not None else None if fusion == "rrf" and mode == "hybrid" \
-            else FLOORS[mode]
+            else self.floor_for(mode)
         if floor and threshold is not None:
             ranked = [(message, score) for message, score in ranked if score >= threshold]
         strict = floor and min_score is None and self.needs_shared_words(query, mode, fusion)
@@ -209,6 +216,13 @@ class Searcher:
                       if any(held.get(item.id, 0.0) > EVIDENCE_FLOOR
                              for item in (row, exchange.question, exchange.answer) if item is not None)][:k]
         return self._results(query, len(terms), chosen, vector, keyword, context, query_vector)
+
+    def floor_for(self, mode: str) -> float:
+        """The calibrated relevance floor of ``mode`` for the model this thread's last query was embedded with
+        (``MODEL_FLOORS``, else MiniLM's ``FLOORS``); keyword mode's, whatever the model."""
+        if mode == "keyword":
+            return FLOORS[mode]
+        return MODEL_FLOORS.get(self._embedder().model, FLOORS)[mode]
 
     def needs_shared_words(self, query: str, mode: str = "hybrid", fusion: str = "combined") -> bool:
         """Whether a result of ``query`` must also share words with it (besides the floor): the query is

@@ -2,9 +2,10 @@
 the transformer pass against a bare encode of the same chunks, and hybrid recall@5 in each state.
 
     .venv/bin/python bench/progressive.py [--conversations 544] [--messages 13719] [--embedder minilm]
+                                          [--static wordllama]
 
 One process, in the order a user meets them: the export is ingested with ``--progressive``'s pass 1
-(wordllama, chunked for ``--embedder``) and stopped between the passes (a Ctrl+C there), the sample export
+(``--static``, chunked for ``--embedder``) and stopped between the passes (a Ctrl+C there), the sample export
 (the labelled queries' answers, bench/queries.json) likewise; pass 2 is then stopped at about half its
 chunks (the mixed state: the sample's chunks, stored last, are all still static) and resumed to the end.
 The bare encode embeds every stored chunk text with the same model in batches of the same size right
@@ -102,15 +103,16 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=544)
     parser.add_argument("--messages", type=int, default=13719)
     parser.add_argument("--embedder", default="minilm", help="the transformer of pass 2")
+    parser.add_argument("--static", default="wordllama", help="the static model of pass 1")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
     from rich.console import Console
 
     from sparky.cli.display import Display
-    from sparky.embedders import get_embedder
+    from sparky.embedders import get_embedder, recorded_model
     from sparky.pipeline.ingest import Ingestion, StopRequest
-    from sparky.pipeline.progressive import STATIC_EMBEDDER, ProgressiveIngestion
+    from sparky.pipeline.progressive import ProgressiveIngestion
     from sparky.pipeline.reembed import Reembedding
     from sparky.search import spaces
     from sparky.stores import Space, open_store
@@ -128,7 +130,7 @@ def main() -> None:
         quiet = Display(Console(file=io.StringIO()), quiet=True)
         try:
             started, cpu_started = time.perf_counter(), time.process_time()
-            fast, model = get_embedder(STATIC_EMBEDDER), get_embedder(args.embedder)
+            fast, model = get_embedder(args.static), get_embedder(args.embedder)
             searchable: dict[str, float] = {}
 
             def pass_one(export_path: Path, progress: str) -> None:
@@ -139,7 +141,7 @@ def main() -> None:
 
             pass_one(export, "progress.json")
             searchable["export"], searchable["cpu"] = time.perf_counter() - started, time.process_time() - cpu_started
-            plain_db = open_store(str(work / "plain.db"))  # side by side: a plain wordllama ingest of the export
+            plain_db = open_store(str(work / "plain.db"))  # side by side: a plain static ingest of the export
             try:
                 wall, cpu = time.perf_counter(), time.process_time()
                 Ingestion(export, work / "plain.json", plain_db, fast, quiet, batch_chunks=args.batch_size).run()
@@ -179,7 +181,8 @@ def main() -> None:
         print("| step | wall | CPU (all threads) |\n| --- | --- | --- |")
         print(f"| first searchable memory (models loaded, pass 1 of the export done) | {searchable['export']:.1f} s "
               f"| {searchable['cpu']:.1f} s (target <= 20 s wall: {'met' if searchable['export'] <= 20 else 'NOT met'}) |")
-        print(f"| plain `--embedder wordllama` ingest of the export ({plain[2]:,} chunks of up to 512 tokens) | "
+        print(f"| plain `--embedder {args.static}` ingest of the export ({plain[2]:,} chunks of up to "
+              f"{fast.max_tokens} tokens) | "
               f"{plain[0]:.1f} s | {plain[1]:.1f} s |")
         print(f"| pass 2 ({args.embedder}), stopped at {vectors_at_stop:,} chunks and resumed | {pass2[0]:.1f} s "
               f"| {pass2[1]:.1f} s |")
@@ -188,22 +191,23 @@ def main() -> None:
         print(f"| ratio pass 2 / bare | {pass2[0] / bare[0]:.3f} | {pass2[1] / bare[1]:.3f} (target <= 1.05) |")
         print(f"load average after: {' '.join(f'{value:.1f}' for value in load_after)}")
 
-        shipped = spaces.SCALES[spaces.STATIC_MODEL]
-        fitted = fit_scale(db, STATIC_EMBEDDER, args.embedder)
+        static_model = recorded_model(args.static)
+        shipped = spaces.SCALES[static_model]
+        fitted = fit_scale(db, args.static, args.embedder)
         print(f"\nfitted static -> {args.embedder} knots (--fit):\n  xs = {[round(x, 4) for x in fitted[0]]}\n"
               f"  ys = {[round(y, 4) for y in fitted[1]]}")
         identity = ((-1.0, 1.0), (-1.0, 1.0))
         states = [("static only", static_db, None), ("mixed (pass 2 at 50%)", mixed_db, None),
-                  ("mixed, --space wordllama", mixed_db, STATIC_EMBEDDER),
+                  (f"mixed, --space {args.static}", mixed_db, args.static),
                   (f"mixed, --space {args.embedder}", mixed_db, args.embedder), ("full", db, None)]
         print("\n| state | hybrid recall@5, fitted mapping | shipped mapping | no mapping |\n| --- | --- | --- | --- |")
         for label, path, space in states:
             cells = []
             for scale in (fitted, shipped, identity):
-                spaces.SCALES[spaces.STATIC_MODEL] = scale
+                spaces.SCALES[static_model] = scale
                 cells.append(f"{recall5(path, space):.3f}")
             print(f"| {label} | {' | '.join(cells)} |")
-        spaces.SCALES[spaces.STATIC_MODEL] = shipped
+        spaces.SCALES[static_model] = shipped
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

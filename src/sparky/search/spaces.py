@@ -1,7 +1,7 @@
 """Searching across embedding spaces: the better space where it has vectors, the fast one elsewhere.
 
-A store mid-way through a progressive ingestion holds a complete static space (``wordllama``, primary) and a
-partial transformer space. Each is queried with its own model; a message's vector score is the better
+A store mid-way through a progressive ingestion holds a complete static space (``wordllama`` or
+``minilm-static``, primary) and a partial transformer space. Each is queried with its own model; a message's vector score is the better
 space's where the message holds a vector there, else the static space's cosine mapped onto the better
 space's scale (``SCALES``), so one ranking, one fusion and one relevance floor serve both parts. Once the
 better space is complete the primary space alone is queried, as in a store of one space (pass 2 makes the
@@ -16,18 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..embedders import EMBEDDERS, embedder_for_model, recorded_model
+from ..embedders import EMBEDDERS, embedder_for_model, is_static, recorded_model
 from ..stores import ChunkHit, Space, Store
 from .query import SearchError
 
-STATIC_MODEL = recorded_model("wordllama")
 # A static model's cosine -> MiniLM's. bench/progressive.py fits a quantile-to-quantile mapping (the n-th best
 # message's score of each query of bench/queries.json in each space, top 50, among the 13,719 generated
 # messages): the two scales are close there (wordllama 0.47 -> MiniLM 0.54 at the 95th percentile), and on
 # the labelled queries the fitted mapping gave the mixed state recall@5 0.924, the identity 0.939 (= static
 # alone, above MiniLM's half alone): the identity is kept, as explicit knots.
 SCALES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    STATIC_MODEL: ((-1.0, 1.0), (-1.0, 1.0)),
+    recorded_model("wordllama"): ((-1.0, 1.0), (-1.0, 1.0)),
+    recorded_model("minilm-static"): ((-1.0, 1.0), (-1.0, 1.0)),
 }
 
 
@@ -89,9 +89,9 @@ class SpacePlanner:
 
 def _better_space(primary: Space, held: list[Space]) -> Space | None:
     """A transformer space beside a static primary one."""
-    if primary.model != STATIC_MODEL:
+    if not is_static(primary.model):
         return None
-    return next((space for space in held if space.model != STATIC_MODEL and embedder_for_model(space.model)), None)
+    return next((space for space in held if not is_static(space.model) and embedder_for_model(space.model)), None)
 
 
 def resolve_space(store: Store, name: str) -> Space:

@@ -2,7 +2,7 @@
 the transformer pass against a bare encode of the same chunks, and hybrid recall@5 in each state.
 
     .venv/bin/python bench/progressive.py [--conversations 544] [--messages 13719] [--embedder minilm]
-                                          [--static wordllama]
+                                          [--static minilm-static]
 
 One process, in the order a user meets them: the export is ingested with ``--progressive``'s pass 1
 (``--static``, chunked for ``--embedder``) and stopped between the passes (a Ctrl+C there), the sample export
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=544)
     parser.add_argument("--messages", type=int, default=13719)
     parser.add_argument("--embedder", default="minilm", help="the transformer of pass 2")
-    parser.add_argument("--static", default="wordllama", help="the static model of pass 1")
+    parser.add_argument("--static", help="the static model of pass 1 (default: --progressive's, minilm-static)")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
@@ -112,11 +112,12 @@ def main() -> None:
     from sparky.cli.display import Display
     from sparky.embedders import get_embedder, recorded_model
     from sparky.pipeline.ingest import Ingestion, StopRequest
-    from sparky.pipeline.progressive import ProgressiveIngestion
+    from sparky.pipeline.progressive import DEFAULT_STATIC, ProgressiveIngestion
     from sparky.pipeline.reembed import Reembedding
     from sparky.search import spaces
     from sparky.stores import Space, open_store
 
+    args.static = args.static or DEFAULT_STATIC
     print(cpu_description())
     print(f"load average at start: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
     work = Path(tempfile.mkdtemp(prefix="sparky-bench-progressive-"))

@@ -112,12 +112,12 @@ def main() -> None:
     from sparky.cli.display import Display
     from sparky.embedders import get_embedder, recorded_model
     from sparky.pipeline.ingest import Ingestion, StopRequest
-    from sparky.pipeline.progressive import DEFAULT_STATIC, ProgressiveIngestion
+    from sparky.pipeline.progressive import ProgressiveIngestion, default_static
     from sparky.pipeline.reembed import Reembedding
     from sparky.search import spaces
     from sparky.stores import Space, open_store
 
-    args.static = args.static or DEFAULT_STATIC
+    args.static = args.static or default_static()
     print(cpu_description())
     print(f"load average at start: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
     work = Path(tempfile.mkdtemp(prefix="sparky-bench-progressive-"))

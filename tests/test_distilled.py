@@ -22,6 +22,7 @@ from sparky.embedders.distilled import MiniLMStatic, load_table, table_path
 from sparky.pipeline.chunking import chunk_messages
 from sparky.pipeline.ingest import StopRequest
 from sparky.errors import SparkyError
+from sparky.pipeline import progressive as progressive_module
 from sparky.pipeline.progressive import ProgressiveIngestion, static_name
 from sparky.search import Searcher
 from sparky.search.spaces import SpacePlanner
@@ -137,10 +138,14 @@ def test_the_full_distillation_is_deterministic_and_replaces_older_versions(full
     assert np.abs(embeddings.astype(np.float32) - full_table[0]).max() < 1e-3
 
 
-def test_minilm_static_is_the_default_static_model_and_a_static_store_keeps_its_own(tmp_path):
+def test_wordllama_is_the_default_static_model_where_installed_and_a_static_store_keeps_its_own(tmp_path,
+                                                                                                monkeypatch):
     store = open_store(str(tmp_path / "memory.db"))
     try:
-        assert static_name(store, None) == "minilm-static" and static_name(store, "wordllama") == "wordllama"
+        assert static_name(store, None) == "wordllama" and static_name(store, "minilm-static") == "minilm-static"
+        monkeypatch.setattr(progressive_module, "PREFERRED_STATIC", "a_package_not_installed")  # wordllama's wheel absent
+        assert static_name(store, None) == "minilm-static"
+        monkeypatch.undo()
         with pytest.raises(SparkyError, match="--static must be a static model"):
             static_name(store, "minilm")
         store.ensure_schema(recorded_model("wordllama"), 256)
@@ -227,5 +232,35 @@ def test_a_store_mid_way_keeps_its_static_model_and_is_searched_in_both_spaces(t
     try:
         assert store.meta()["model"] == minilm.model
         assert store.space_vectors()[Space(minilm.model, 384)] == store.stats()["chunks"]
+    finally:
+        store.close()
+
+
+def test_a_minilm_static_store_is_searched_with_its_own_hybrid_floor(tmp_path):
+    """Its cosines run above MiniLM's: under MiniLM's hybrid floor an unrelated query got results."""
+    from sparky.models import Conversation, Message
+    from sparky.search import FLOORS, MODEL_FLOORS
+    from sparky.stores import MessageRecord
+
+    model = get_embedder("minilm-static")
+    store = open_store(str(tmp_path / "static.db"))
+    try:
+        store.ensure_schema(model.model, model.dimensions)
+        conversation = Conversation("chatgpt", "c", "Home lab", 1.7e9, None)
+        texts = ["The rsync script copies the code folders to the NAS every night at two from cron.",
+                 "Use a 1500 VA UPS: at our load it keeps the server up for about 22 minutes."]
+        records = []
+        for position, text in enumerate(texts):
+            message = Message("c", f"m{position}", "assistant", 1.7e9, text, position)
+            records.append(MessageRecord(message.key("chatgpt"), conversation, message, (text,), model.embed([text])))
+        store.upsert(records)
+        searcher = Searcher(store)
+        assert searcher.floor_for("hybrid") == MODEL_FLOORS[model.model]["hybrid"] > FLOORS["hybrid"]
+        assert searcher.floor_for("vector") == FLOORS["vector"]
+        [hit] = searcher.search("the rsync script that copies my code folders to the NAS every night", k=1)
+        assert hit.text == texts[0]
+        unrelated = "treating varroa mites in a beehive"
+        [weak] = searcher.search(unrelated, k=1, floor=False)
+        assert weak.score < MODEL_FLOORS[model.model]["hybrid"] and searcher.search(unrelated, k=1) == []
     finally:
         store.close()

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
               "searchable in seconds), then the transformer (--embedder, default minilm) over the same chunks, "
               "made the primary space once complete. Resumable: the next ingest or reembed finishes it.")
 @click.option("--static", "static", metavar="NAME", help="The static model of --progressive's first pass: "
-              "minilm-static (default: MiniLM distilled into static embeddings on first use) or wordllama.")
+              "wordllama (default where installed) or minilm-static (MiniLM distilled into static embeddings on "
+              "first use; the default elsewhere).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems and the final summary.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every conversation as it is processed.")
 @click.pass_context

@@ -1,7 +1,8 @@
 """Progressive ingestion: a fast static pass makes the whole memory searchable, a transformer pass follows.
 
-Pass 1 is an ordinary ingestion (``ingest``) with a static model (``static_name``: ``minilm-static`` by
-default, or ``wordllama``) as the primary space, chunked by the transformer's tokenizer and window, so that pass 2 finds chunks that fit it. Before pass 1
+Pass 1 is an ordinary ingestion (``ingest``) with a static model (``static_name``: ``wordllama`` by
+default where installed, else ``minilm-static``) as the primary space, chunked by the transformer's tokenizer and
+window, so that pass 2 finds chunks that fit it. Before pass 1
 the transformer's space is recorded in the store (``add_space``): a store whose primary space is static and
 which holds an incomplete transformer space is one with a pass still to come (``pending_space``). Pass 2 is
 the re-embedding of that space (``reembed`` with ``replace``): one commit per batch, resumable, and the
@@ -12,6 +13,7 @@ missing, and nothing is stored twice.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,11 +29,19 @@ from ..stores import Space, Store
 from ..stores.records import StoredConversation
 from .ingest import Display, IngestResult, Ingestion, Interrupted, StopRequest
 
-# minilm-static over wordllama (bench/static_models.py, the generated export plus the sample, 2 cores): pass 1 as
-# fast (ratio 1.01), static-only recall@5 hybrid 0.955 vs 0.939, vector 0.811 vs 0.606; and it runs wherever
-# minilm does (wordllama's wheels: Linux x86_64 only). Its costs: its distillation on first use (18 s, once),
-# and mid-way through pass 2 hybrid recall@5 0.909 vs 0.939 (bench/progressive.py; README "Progressive").
-DEFAULT_STATIC = "minilm-static"
+# wordllama where its wheel is installed (Linux x86_64), else minilm-static. Measured side by side
+# (bench/static_models.py, bench/progressive.py, bench/search_quality.py among the 13,719 generated messages):
+# pass 1 as fast (ratio 1.01); minilm-static's hybrid recall@5 is higher under MiniLM's floor (0.913 vs 0.896),
+# but that floor lets its higher cosines through (69 % of the no-answer queries said as such, vs 100 %); at its
+# own floor (MODEL_FLOORS, 100 %) it is 0.861, and mid-way through pass 2 0.909 vs 0.939.
+PREFERRED_STATIC = "wordllama"
+FALLBACK_STATIC = "minilm-static"
+
+
+def default_static() -> str:
+    """The static model of pass 1 when none is named: wordllama where its package is installed, else
+    minilm-static (which runs wherever minilm does)."""
+    return PREFERRED_STATIC if importlib.util.find_spec(PREFERRED_STATIC) is not None else FALLBACK_STATIC
 
 
 class ChunkedFor:
@@ -54,7 +64,7 @@ class ChunkedFor:
 
 def static_name(store: Store, requested: str | None) -> str:
     """The static model of pass 1: the store's primary one when it is static (the run under way, or a static
-    store made progressive), else the one requested, else ``DEFAULT_STATIC``."""
+    store made progressive), else the one requested, else ``default_static()``."""
     primary = store.meta().get("model")
     if is_static(primary):
         name = embedder_for_model(primary)
@@ -66,7 +76,7 @@ def static_name(store: Store, requested: str | None) -> str:
         if requested not in STATIC_EMBEDDERS:
             raise SparkyError(f"--static must be a static model: {', '.join(STATIC_EMBEDDERS)}, not {requested}")
         return requested
-    return DEFAULT_STATIC
+    return default_static()
 
 
 def is_transformer(model: str) -> bool:

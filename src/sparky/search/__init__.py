@@ -44,9 +44,9 @@ NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1
 # query unlike English also needs keyword evidence (``fusion.EVIDENCE_FLOOR``) in hybrid and keyword mode.
 FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
 # The floors of models whose cosines lie on another scale than MiniLM's, by recorded model name. E5's lie
-# between about 0.7 and 0.9 for any pair of texts: from a floor sweep over the searches of bench/search_quality.py
-# --no-distractors --embedder e5 (the labelled conversations alone: no e5 store of the distractors, whose
-# ingestion took over an hour beside other work), the lowest floors at which at least 90 % of the no-answer queries are said as such (hybrid 0.62: 94 %, with
+# between about 0.7 and 0.9 for any pair of texts: from bench/search_quality.py --no-distractors --sweep
+# --embedder e5 (the labelled conversations alone: no e5 store of the distractors, whose ingestion took over
+# an hour beside other work), the lowest floors at which at least 90 % of the no-answer queries are said as such (hybrid 0.62: 94 %, with
 # 91 % of the answerable still answered; vector 0.86: 100 %, 76 %).
 # minilm-static (a static store, or one whose pass 2 has not begun): its cosines run above MiniLM's, whose hybrid
 # floor said 69 % of the no-answer queries among the 13,719 generated messages; 0.45 is the lowest that says

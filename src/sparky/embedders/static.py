@@ -71,21 +71,27 @@ class WordLlama:
         One gather and one segment sum per ``token_budget`` tokens of consecutive texts. A text without
         tokens (only the empty string) gets the zero vector, as in wordllama.
         """
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(lengths.sum()))
-        sums = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        first = 0
-        while first < len(texts):
-            last = max(first + 1, int(np.searchsorted(ends, starts[first] + self.token_budget, side="right")))
-            rows = first + np.flatnonzero(lengths[first:last])
-            if len(rows):
-                gathered = self._table[ids[starts[first] : ends[last - 1]]]
-                sums[rows] = np.add.reduceat(gathered, starts[rows] - starts[first], axis=0, dtype=np.float32)
-            first = last
-        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return mean_rows(self._table, self._tokenizer.encode_batch(texts, add_special_tokens=False),
+                         self.token_budget)
+
+
+def mean_rows(table: np.ndarray, encodings: list, token_budget: int) -> np.ndarray:
+    """Each encoding's token rows of ``table`` averaged, L2-normalised, float32; a text without tokens gets
+    the zero vector. One gather and one segment sum per ``token_budget`` tokens of consecutive texts."""
+    lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(lengths.sum()))
+    sums = np.zeros((len(encodings), table.shape[1]), dtype=np.float32)
+    first = 0
+    while first < len(encodings):
+        last = max(first + 1, int(np.searchsorted(ends, starts[first] + token_budget, side="right")))
+        rows = first + np.flatnonzero(lengths[first:last])
+        if len(rows):
+            gathered = table[ids[starts[first] : ends[last - 1]]]
+            sums[rows] = np.add.reduceat(gathered, starts[rows] - starts[first], axis=0, dtype=np.float32)
+        first = last
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
 def _tokens(text: str, offsets: list[tuple[int, int]]) -> Tokens:

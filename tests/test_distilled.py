@@ -27,6 +27,7 @@ from sparky.pipeline.progressive import ProgressiveIngestion, static_name
 from sparky.search import Searcher
 from sparky.search.spaces import SpacePlanner
 from sparky.stores import Space, open_store
+from support.displays import StopAfter
 
 TEXTS = ["How do I reverse a list in Python?", "Héllo WORLD, naïve café", "你好，世界", "🎉 only emoji 🎉", "",
          "x " * 300, "def f(x):\n    return x**2  # [CLS] [SEP] [PAD] [UNK]", "a" * 150 + " word", "\n\n"]
@@ -174,22 +175,6 @@ def test_a_progressive_ingest_with_minilm_static_ends_with_minilm_primary_and_is
     static_only = CliRunner().invoke(cli, ["search", "how do I upgrade django", "--db", url, "--space",
                                            "minilm-static", "--mode", "vector", "--format", "json"])
     assert static_only.exit_code == 0 and json.loads(static_only.output)["results"]
-
-
-class StopAfter:
-    """A pass-2 display that asks ``stop`` to stop once ``batches`` batches are committed."""
-
-    def __init__(self, stop: StopRequest, batches: int | None = None) -> None:
-        self.stop, self.batches, self.stored = stop, batches, 0
-
-    def start(self, space, chunks: int, held: int) -> None: ...
-    def finish(self) -> None: ...
-    def stopping(self, immediate: bool) -> None: ...
-
-    def batch_stored(self, stored: int, failed: int) -> None:
-        self.stored += 1
-        if self.batches is not None and self.stored >= self.batches:
-            self.stop.event.set()
 
 
 def progressive(url: str, folder, stop_between: bool = False, stop_after: int | None = None) -> None:

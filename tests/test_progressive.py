@@ -26,28 +26,13 @@ from sparky.pipeline.ingest import StopRequest  # noqa: E402
 from sparky.pipeline.progressive import ProgressiveIngestion, pending_space  # noqa: E402
 from sparky.search import Searcher  # noqa: E402
 from sparky.stores import Space, open_store  # noqa: E402
+from support.displays import StopAfter  # noqa: E402
 
 EXPORT = ROOT / "sample" / "chat-history"
 FAST, BETTER = "wordllama", "minilm"
 BATCH = 8
 RUN_TIMEOUT = 300  # seconds; only guards against a hang
 LABELLED_KINDS = ("exact", "paraphrase", "non-english")
-
-
-class StopAfter:
-    """A pass-2 display that asks ``stop`` to stop once ``batches`` batches are committed (a Ctrl+C then)."""
-
-    def __init__(self, stop: StopRequest | None = None, batches: int | None = None) -> None:
-        self.stop, self.batches, self.stored = stop, batches, 0
-
-    def start(self, space, chunks: int, held: int) -> None: ...
-    def finish(self) -> None: ...
-    def stopping(self, immediate: bool) -> None: ...
-
-    def batch_stored(self, stored: int, failed: int) -> None:
-        self.stored += 1
-        if self.batches is not None and self.stored >= self.batches:
-            self.stop.event.set()
 
 
 def space(name: str) -> Space:

@@ -28,6 +28,7 @@ from sparky.search import Searcher
 from sparky.search.spaces import SpacePlanner
 from sparky.stores import Space, open_store
 from support.displays import StopAfter
+from support.stores import embedded_store
 
 TEXTS = ["How do I reverse a list in Python?", "Héllo WORLD, naïve café", "你好，世界", "🎉 only emoji 🎉", "",
          "x " * 300, "def f(x):\n    return x**2  # [CLS] [SEP] [PAD] [UNK]", "a" * 150 + " word", "\n\n"]
@@ -223,22 +224,13 @@ def test_a_store_mid_way_keeps_its_static_model_and_is_searched_in_both_spaces(t
 
 def test_a_minilm_static_store_is_searched_with_its_own_hybrid_floor(tmp_path):
     """Its cosines run above MiniLM's: under MiniLM's hybrid floor an unrelated query got results."""
-    from sparky.models import Conversation, Message
     from sparky.search import FLOORS, MODEL_FLOORS
-    from sparky.stores import MessageRecord
 
     model = get_embedder("minilm-static")
-    store = open_store(str(tmp_path / "static.db"))
+    texts = ["The rsync script copies the code folders to the NAS every night at two from cron.",
+             "Use a 1500 VA UPS: at our load it keeps the server up for about 22 minutes."]
+    store = embedded_store(tmp_path / "static.db", model, texts, "Home lab")
     try:
-        store.ensure_schema(model.model, model.dimensions)
-        conversation = Conversation("chatgpt", "c", "Home lab", 1.7e9, None)
-        texts = ["The rsync script copies the code folders to the NAS every night at two from cron.",
-                 "Use a 1500 VA UPS: at our load it keeps the server up for about 22 minutes."]
-        records = []
-        for position, text in enumerate(texts):
-            message = Message("c", f"m{position}", "assistant", 1.7e9, text, position)
-            records.append(MessageRecord(message.key("chatgpt"), conversation, message, (text,), model.embed([text])))
-        store.upsert(records)
         searcher = Searcher(store)
         assert searcher.floor_for("hybrid") == MODEL_FLOORS[model.model]["hybrid"] > FLOORS["hybrid"]
         assert searcher.floor_for("vector") == FLOORS["vector"]

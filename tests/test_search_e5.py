@@ -8,10 +8,8 @@ import pytest
 
 from sparky.embedders import EMBEDDERS, embedder_for_model, get_embedder, recorded_model, resolve_embedder
 from sparky.embedders.e5 import MODEL
-from sparky.models import Conversation, Message
 from sparky.search import FLOORS, MODEL_FLOORS, Searcher
-from sparky.stores import MessageRecord
-from sparky.stores.sqlite import SQLiteStore
+from support.stores import embedded_store
 
 
 def test_the_e5_embedder_is_registered_without_loading_anything():
@@ -34,17 +32,10 @@ def test_vectors_are_normalised_and_queries_get_their_own_prefix(e5):
 
 
 def test_a_search_in_another_language_finds_the_answer(e5, tmp_path):
-    store = SQLiteStore(tmp_path / "e5.db")
-    store.ensure_schema(e5.model, e5.dimensions)
-    conversation = Conversation("chatgpt", "c", "Cocina", 1.7e9, None)
     texts = ["Para la paella usa arroz bomba y no lo remuevas después de echarlo.",
              "The rsync script runs every night at two from cron.",
              "김치찌개에는 잘 익은 신김치와 돼지고기를 넣으세요."]
-    records = []
-    for position, text in enumerate(texts):
-        message = Message("c", f"m{position}", "assistant", 1.7e9, text, position)
-        records.append(MessageRecord(message.key("chatgpt"), conversation, message, (text,), e5.embed([text])))
-    store.upsert(records)
+    store = embedded_store(tmp_path / "e5.db", e5, texts, "Cocina")
     searcher = Searcher(store, "e5")
     assert searcher.search("¿qué arroz para la paella?", k=1, mode="vector", floor=False)[0].text == texts[0]
     assert searcher.search("돼지고기 찌개 만드는 법", k=1, mode="vector", floor=False)[0].text == texts[2]

@@ -232,12 +232,12 @@ def test_a_minilm_static_store_is_searched_with_its_own_hybrid_floor(tmp_path):
     store = embedded_store(tmp_path / "static.db", model, texts, "Home lab")
     try:
         searcher = Searcher(store)
-        assert searcher.floor_for("hybrid") == MODEL_FLOORS[model.model]["hybrid"] > FLOORS["hybrid"]
+        assert searcher.floor_for("hybrid") == MODEL_FLOORS["minilm-static"]["hybrid"] > FLOORS["hybrid"]
         assert searcher.floor_for("vector") == FLOORS["vector"]
         [hit] = searcher.search("the rsync script that copies my code folders to the NAS every night", k=1)
         assert hit.text == texts[0]
         unrelated = "treating varroa mites in a beehive"
         [weak] = searcher.search(unrelated, k=1, floor=False)
-        assert weak.score < MODEL_FLOORS[model.model]["hybrid"] and searcher.search(unrelated, k=1) == []
+        assert weak.score < MODEL_FLOORS["minilm-static"]["hybrid"] and searcher.search(unrelated, k=1) == []
     finally:
         store.close()

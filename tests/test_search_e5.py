@@ -46,7 +46,7 @@ def test_a_search_in_another_language_finds_the_answer(e5, tmp_path):
     # E5's floor is its own (its cosines lie between about 0.7 and 0.9 for any two texts): a question with
     # its answer's words is answered with the floor on, one nothing answers is said as such; under MiniLM's
     # floor (0.27) every query got results
-    assert searcher.floor_for("hybrid") == MODEL_FLOORS[MODEL]["hybrid"] > FLOORS["hybrid"]
+    assert searcher.floor_for("hybrid") == MODEL_FLOORS["e5"]["hybrid"] > FLOORS["hybrid"]
     assert [hit.text for hit in searcher.search("¿qué arroz para la paella?", k=1)] == [texts[0]]
     assert searcher.search("¿cómo se poda un bonsái de olivo?", k=3) == []
     assert searcher.search("¿cómo se poda un bonsái de olivo?", k=3, floor=False)

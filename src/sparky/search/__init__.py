@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..embedders.distilled import MODEL as STATIC_MINILM_MODEL
-from ..embedders.e5 import MODEL as E5_MODEL
 from ..embedders.openai_names import is_recorded_openai
 from ..errors import SparkyError
 from ..stores import ChunkHit, MessageRow, Store, StoreFilters
@@ -43,17 +41,16 @@ NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1
 # unrelated texts of other languages apart, so those no-answer queries stay above any useful floor: a
 # query unlike English also needs keyword evidence (``fusion.EVIDENCE_FLOOR``) in hybrid and keyword mode.
 FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
-# The floors of models whose cosines lie on another scale than MiniLM's, by recorded model name. E5's lie
+# The floors of models whose cosines lie on another scale than MiniLM's, by embedder name. E5's lie
 # between about 0.7 and 0.9 for any pair of texts: from bench/search_quality.py --no-distractors --sweep
 # --embedder e5 (the labelled conversations alone: no e5 store of the distractors, whose ingestion took over
-# an hour beside other work), the lowest floors at which at least 90 % of the no-answer queries are said as such (hybrid 0.62: 94 %, with
-# 91 % of the answerable still answered; vector 0.86: 100 %, 76 %).
+# an hour beside other work), the lowest floors at which at least 90 % of the no-answer queries are said as
+# such (hybrid 0.62: 94 %, with 91 % of the answerable still answered; vector 0.86: 100 %, 76 %).
 # minilm-static (a static store, or one whose pass 2 has not begun): its cosines run above MiniLM's, whose hybrid
 # floor said 69 % of the no-answer queries among the 13,719 generated messages; 0.45 is the lowest that says
 # all of them (hybrid recall@5 0.913 -> 0.861). Its vector floor stays MiniLM's: no floor below 0.97 tells its
 # no-answer queries in Arabic or Korean from answers (hybrid needs shared words for them, vector mode cannot).
-MODEL_FLOORS = {E5_MODEL: {"hybrid": 0.62, "vector": 0.86, "keyword": 0.0},
-                STATIC_MINILM_MODEL: {**FLOORS, "hybrid": 0.45}}
+MODEL_FLOORS = {"e5": {"hybrid": 0.62, "vector": 0.86, "keyword": 0.0}, "minilm-static": {**FLOORS, "hybrid": 0.45}}
 # Results whose passage, when it holds none of the query's words, is the window of their chunk closest
 # in meaning: a few windows embedded per result (~15 ms each on 2 cores), so only for those read first.
 RATED_PASSAGES = 5
@@ -228,7 +225,9 @@ class Searcher:
         (``MODEL_FLOORS``, else MiniLM's ``FLOORS``); keyword mode's, whatever the model."""
         if mode == "keyword":
             return FLOORS[mode]
-        return MODEL_FLOORS.get(self._embedder().model, FLOORS)[mode]
+        from ..embedders import embedder_for_model
+
+        return MODEL_FLOORS.get(embedder_for_model(self._embedder().model) or "", FLOORS)[mode]
 
     def needs_shared_words(self, query: str, mode: str = "hybrid", fusion: str = "combined") -> bool:
         """Whether a result of ``query`` must also share words with it (besides the floor): the query is

@@ -20,6 +20,7 @@ from sparky.cli import cli
 from sparky.models import Conversation, Message
 from sparky.pipeline.scan import scan_export
 from sparky.readers import ExportReader
+from sparky.search import Searcher
 from sparky.stores import MessageRecord, StoreFilters, open_store
 from sparky.stores.postgres import schema
 
@@ -75,10 +76,11 @@ def test_an_ingest_killed_as_it_builds_the_index_keeps_every_message_and_the_nex
     assert again.exit_code == 0, again.output
     [index] = hnsw_indexes(postgres_url)
     assert set(postgres_keys(postgres_url)) == set(scan_export(ExportReader(sample_export)).all_keys())
+    assert top_keys(postgres_url) == exact
     store = open_store(postgres_url)
-    try:
-        before = hnsw_scans(store)
-        assert top_keys(postgres_url) == exact
+    try:  # the same search on this connection, whose scan counts are flushed on asking (a closed session's are
+        before = hnsw_scans(store)  # flushed as its server process exits, which may come after the CLI returns)
+        assert [hit.key for hit in Searcher(store).search(QUERY, k=10, floor=False)] == exact
         assert hnsw_scans(store) > before  # answered through the index this time
     finally:
         store.close()

@@ -41,7 +41,8 @@ import numpy as np
 from sparky.embedders import get_embedder
 from sparky.search import MODES, SIDE_DEPTH, SearchResult, Searcher, combine, fuse, keyword_terms, \
     open_for_search
-from sparky.search.fusion import EVIDENCE_FLOOR, KEYWORD_OFFSET, KEYWORD_SCALE, VECTOR_WEIGHT, evidence_of
+from sparky.search.fusion import (CORROBORATION, EVIDENCE_FLOOR, KEYWORD_OFFSET, KEYWORD_SCALE, VECTOR_WEIGHT,
+                                  evidence_of, keyword_evidence)
 from sparky.search.query import unlike_english
 from sparky.stores import StoreFilters
 
@@ -336,7 +337,35 @@ def calibrate(searcher: Searcher, queries: list[dict]) -> None:
                     for query, results in runs if query["keys"]]
             cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
         print(f"  {mode:<8}" + "  ".join(cells) + f"   (in use: {used:g})")
+    calibrate_corroborated(searcher, queries)
     calibrate_evidence(searcher, queries)
+
+
+def calibrate_corroborated(searcher: Searcher, queries: list[dict]) -> None:
+    """For candidate lower floors of the hybrid results both sides found (and the least keyword evidence that
+    counts as found), beside the hybrid floor in use: the share of no-answer queries said as such and of
+    answerable queries whose first answer still shows, and the best no-answer result such a floor would face."""
+    used, lower = searcher.floor_for("hybrid"), searcher.floor_for("hybrid", corroborated=True)
+    runs = []
+    for query in queries:
+        terms = len(keyword_terms(query["query"]))
+        runs.append((query, [(result, keyword_evidence(result.keyword_score, searcher.documents, terms)
+                              if result.vector_score is not None and result.keyword_score is not None else None)
+                             for result in searcher.search(query["query"], k=K, floor=False)]))
+    print(f"  hybrid, found by both sides (beside {used:g}; in use: {lower:g} above evidence {CORROBORATION:g}):")
+    for least in sorted({0.0, 0.05, 0.1, 0.15, CORROBORATION}):
+        cells = []
+        for floor in sorted({round(used - step, 2) for step in (0.0, 0.03, 0.05, 0.07, 0.09, 0.11)} | {lower}):
+            shown = [(query, [r for r, evidence in results
+                              if r.score >= (floor if evidence is not None and evidence > least else used)])
+                     for query, results in runs]
+            said = [not results for query, results in shown if not query["keys"]]
+            kept = [any(covered(r, "exchange") & query["keys"] for r in results)
+                    for query, results in shown if query["keys"]]
+            cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
+        best = max((r.score for query, results in runs if not query["keys"]
+                    for r, evidence in results if evidence is not None and evidence > least), default=0.0)
+        print(f"    evidence > {least:<5g}" + "  ".join(cells) + f"   best no-answer result so found: {best:.3f}")
 
 
 def calibrate_evidence(searcher: Searcher, queries: list[dict]) -> None:
@@ -349,7 +378,9 @@ def calibrate_evidence(searcher: Searcher, queries: list[dict]) -> None:
         terms = keyword_terms(query["query"])
         held = evidence_of(searcher.store.keyword_hits(terms, StoreFilters(), 2 * SIDE_DEPTH), searcher.documents,
                            len(terms))
-        results = searcher.search(query["query"], k=K, min_score=searcher.floor_for("hybrid"))  # that floor alone
+        floors = searcher.floor_for("hybrid"), searcher.floor_for("hybrid", corroborated=True)
+        results = [result for result in searcher.search(query["query"], k=K, floor=False)  # those floors alone
+                   if result.score >= floors[result.found_by_both]]
         runs.append((query, unlike_english(query["query"]),
                      [(result, max(held.get(ids[key], 0.0) for key in covered(result, "exchange")))
                       for result in results]))

@@ -41,7 +41,8 @@ INDENT = 4
 @click.option("--full", is_flag=True, help="Print whole messages, not the matching passage.")
 @click.option("--min-score", type=float, metavar="X",
               help=f"Show only results scoring at least X (default: the calibrated floor, hybrid "
-                   f"{FLOORS['hybrid']}, vector {FLOORS['vector']}; for a store built with e5, hybrid "
+                   f"{FLOORS['hybrid']}, or {FLOORS['corroborated']} for a message found by both its meaning and "
+                   f"its words, vector {FLOORS['vector']}; for a store built with e5, hybrid "
                    f"{MODEL_FLOORS['e5']['hybrid']}, vector {MODEL_FLOORS['e5']['vector']}).")
 @click.option("--all", "show_all", is_flag=True, help="Show the best results however weak (no relevance floor).")
 @click.option("--include-superseded", is_flag=True,
@@ -75,13 +76,14 @@ def search_command(query: tuple[str, ...], k: int, role: str | None, conversatio
     finally:
         store.close()
     floor = None if show_all else min_score if min_score is not None else searcher.floor_for(mode)
+    lower = searcher.floor_for(mode, corroborated=True) if floor is not None and min_score is None else floor
     if output == "json":
         given = {"role": role, "conversation": conversation, "source": source, "since": since, "until": until}
         document = {"query": text, "mode": mode, "k": k, "filters": given, "min_score": floor,
-                    "results": [result.to_dict() for result in results]}
+                    "min_score_found_by_both": lower, "results": [result.to_dict() for result in results]}
         click.echo(json.dumps(document, ensure_ascii=False, indent=2))
     elif not results:
-        click.echo(no_match(floor, shared_words), err=True)
+        click.echo(no_match(floor, shared_words, lower), err=True)
     elif output == "context":
         click.echo(context_block(results))
     else:
@@ -114,16 +116,19 @@ def _network_embedder(store: "Store", embedder: str | None, api_key_env: str) ->
     return network
 
 
-def no_match(floor: float | None, shared_words: bool = False) -> str:
-    """What to say when nothing is shown: no good match (nothing reached the floor, or, with ``shared_words``,
-    nothing that did also shares enough words with a question not in English), or nothing at all."""
+def no_match(floor: float | None, shared_words: bool = False, lower: float | None = None) -> str:
+    """What to say when nothing is shown: no good match (nothing reached the floor, or ``lower`` when found by
+    both sides; or, with ``shared_words``, nothing that did also shares enough words with a question not in
+    English), or nothing at all."""
+    scores = f"{floor:g} or more" if lower is None or lower == floor else \
+        f"{floor:g} or more ({lower:g} when both its meaning and its words match)"
     if shared_words:
-        return (f"No good match: no message scores {floor:g} or more and shares enough words with this question "
+        return (f"No good match: no message scores {scores} and shares enough words with this question "
                 "(a question not in English must, since the store's model reads English only). --all shows the "
                 "closest ones anyway, --min-score X sets another floor.")
     if not floor:  # keyword mode's floor is 0: any message holding a word matches
         return "No messages match."
-    return (f"No good match: no message scores {floor:g} or more. --all shows the closest ones anyway, "
+    return (f"No good match: no message scores {scores}. --all shows the closest ones anyway, "
             "--min-score X sets another floor.")
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from ..embedders.openai_names import is_recorded_openai
 from ..errors import SparkyError
 from ..stores import ChunkHit, MessageRow, Store, StoreFilters
-from .fusion import EVIDENCE_FLOOR, RRF_K, SIDE_DEPTH, VECTOR_WEIGHT, combine, evidence_of, fuse, keyword_evidence
+from .fusion import (EVIDENCE_FLOOR, RRF_K, SIDE_DEPTH, VECTOR_WEIGHT, combine, evidence_of, found_by_both, fuse,
+                     keyword_evidence)
 from .query import SearchError, clean_query, iso_date, keyword_terms, parse_when, unlike_english
 from .snippets import make_snippet, passage_windows, query_terms
 from .spaces import SpacePlanner, embedder_of, mixed_hits, on_scale_of
@@ -40,7 +41,13 @@ NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1
 # of the answerable queries still answered in hybrid mode, 77 % in vector mode). MiniLM cannot tell
 # unrelated texts of other languages apart, so those no-answer queries stay above any useful floor: a
 # query unlike English also needs keyword evidence (``fusion.EVIDENCE_FLOOR``) in hybrid and keyword mode.
-FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
+# "corroborated" is the lower hybrid floor of a message both sides found (``fusion.found_by_both``: in the
+# vector side's top hits, with keyword evidence above ``fusion.CORROBORATION``). From bench/search_quality.py
+# --sweep on four stores (the labelled conversations alone, among 400, 2,000 and 13,719 generated messages):
+# no no-answer result so found scores over 0.160, while the fact at the end of a long answer that shares almost
+# no word with its question is one among the 13,719 (combined 0.223; no-answer queries' best, found by one
+# side, reach 0.269). A floor only lowered for some messages cannot lose an answer the hybrid floor kept.
+FLOORS = {"hybrid": 0.27, "corroborated": 0.2, "vector": 0.4, "keyword": 0.0}
 # The floors of models whose cosines lie on another scale than MiniLM's, by embedder name. E5's lie
 # between about 0.7 and 0.9 for any pair of texts: from bench/search_quality.py --no-distractors --sweep
 # --embedder e5 (the labelled conversations alone: no e5 store of the distractors, whose ingestion took over
@@ -50,7 +57,9 @@ FLOORS = {"hybrid": 0.27, "vector": 0.4, "keyword": 0.0}
 # floor said 69 % of the no-answer queries among the 13,719 generated messages; 0.45 is the lowest that says
 # all of them (hybrid recall@5 0.913 -> 0.861). Its vector floor stays MiniLM's: no floor below 0.97 tells its
 # no-answer queries in Arabic or Korean from answers (hybrid needs shared words for them, vector mode cannot).
-MODEL_FLOORS = {"e5": {"hybrid": 0.62, "vector": 0.86, "keyword": 0.0}, "minilm-static": {**FLOORS, "hybrid": 0.45}}
+# Neither has a lower corroborated floor: none was calibrated for them.
+MODEL_FLOORS = {"e5": {"hybrid": 0.62, "corroborated": 0.62, "vector": 0.86, "keyword": 0.0},
+                "minilm-static": {**FLOORS, "hybrid": 0.45, "corroborated": 0.45}}
 # Results whose passage, when it holds none of the query's words, is the window of their chunk closest
 # in meaning: a few windows embedded per result (~15 ms each on 2 cores), so only for those read first.
 RATED_PASSAGES = 5
@@ -87,7 +96,7 @@ class SearchResult:
     ``question`` and ``answer`` are the exchange the hit belongs to (the user message and the assistant
     message that follows it; one of them is the hit itself, the other None when the conversation has none).
     ``passage`` is where the ``snippet`` lies in ``text``: the best window of whole sentences of the chunk
-    that matched.
+    that matched. A result ``found_by_both`` sides is held to hybrid mode's lower, corroborated floor.
     """
 
     key: str
@@ -108,6 +117,7 @@ class SearchResult:
     question: ContextMessage | None = None
     answer: ContextMessage | None = None
     passage: tuple[int, int] = (0, 0)
+    found_by_both: bool = False  # by the vector side and by words with keyword evidence (``fusion.found_by_both``)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; dates as ISO 8601 UTC."""
@@ -208,26 +218,32 @@ class Searcher:
             ranked = fuse([vector, [hit for hit in keyword if hit.score > NO_EVIDENCE]], rrf_k)
         else:
             ranked = combine(vector, keyword, self.documents, len(terms))
+        both = found_by_both(vector, held)
         threshold = min_score if min_score is not None else None if fusion == "rrf" and mode == "hybrid" \
             else self.floor_for(mode)
         if floor and threshold is not None:
-            ranked = [(message, score) for message, score in ranked if score >= threshold]
+            calibrated = min_score is None and mode == "hybrid"  # and fusion "combined": RRF has no floor
+            lower = self.floor_for(mode, corroborated=True) if calibrated else threshold
+            ranked = [(message, score) for message, score in ranked
+                      if score >= (lower if message in both else threshold)]
         strict = floor and min_score is None and self.needs_shared_words(query, mode, fusion)
         chosen = self._chosen(ranked, max(len(ranked), 1) if strict else k, exchanges)
         if strict:  # the cosine says little outside English, nor does one common piece: the words must match enough
             chosen = [(row, score, exchange) for row, score, exchange in chosen
                       if any(held.get(item.id, 0.0) > EVIDENCE_FLOOR
                              for item in (row, exchange.question, exchange.answer) if item is not None)][:k]
-        return self._results(query, len(terms), chosen, vector, keyword, context, query_vector)
+        return self._results(query, len(terms), chosen, vector, keyword, both, context, query_vector)
 
-    def floor_for(self, mode: str) -> float:
+    def floor_for(self, mode: str, corroborated: bool = False) -> float:
         """The calibrated relevance floor of ``mode`` for the model this thread's last query was embedded with
-        (``MODEL_FLOORS``, else MiniLM's ``FLOORS``); keyword mode's, whatever the model."""
+        (``MODEL_FLOORS``, else MiniLM's ``FLOORS``); keyword mode's, whatever the model. ``corroborated``:
+        hybrid mode's lower floor for a message both sides found."""
         if mode == "keyword":
             return FLOORS[mode]
         from ..embedders import embedder_for_model
 
-        return MODEL_FLOORS.get(embedder_for_model(self._embedder().model) or "", FLOORS)[mode]
+        floors = MODEL_FLOORS.get(embedder_for_model(self._embedder().model) or "", FLOORS)
+        return floors["corroborated" if corroborated and mode == "hybrid" else mode]
 
     def needs_shared_words(self, query: str, mode: str = "hybrid", fusion: str = "combined") -> bool:
         """Whether a result of ``query`` must also share words with it (besides the floor): the query is
@@ -330,7 +346,7 @@ class Searcher:
         return Exchange((row.conversation, (question or row).position), question, row)
 
     def _results(self, query: str, term_count: int, chosen: list[tuple[MessageRow, float, Exchange]],
-                 vector: list[ChunkHit], keyword: list[ChunkHit], context: int,
+                 vector: list[ChunkHit], keyword: list[ChunkHit], both: set[int], context: int,
                  query_vector: np.ndarray | None) -> list[SearchResult]:
         by_vector = {hit.message: hit for hit in vector}
         by_keyword = {hit.message: hit for hit in keyword}
@@ -353,7 +369,7 @@ class Searcher:
                 tuple(map(_context, before)), tuple(map(_context, after)),
                 _context(exchange.question) if exchange.question else None,
                 _context(exchange.answer) if exchange.answer else None,
-                passages[row.id],
+                passages[row.id], row.id in both,
             ))
         return results
 

@@ -32,6 +32,15 @@ KEYWORD_SCALE = 0.7
 EVIDENCE_FLOOR = 0.0
 
 
+# The keyword evidence above which the keyword side counts as having found a message (``found_by_both``).
+CORROBORATION = 0.1
+
+
+def found_by_both(vector: list[ChunkHit], evidence: dict[int, float], least: float = CORROBORATION) -> set[int]:
+    """The messages both sides found: among the vector side's hits, with keyword ``evidence`` above ``least``."""
+    return {hit.message for hit in vector if evidence.get(hit.message, 0.0) > least}
+
+
 def fuse(sides: list[list[ChunkHit]], rrf_k: int = RRF_K) -> list[tuple[int, float]]:
     """Reciprocal rank fusion of ranked lists of messages; ties go to the better single rank."""
     scores: dict[int, float] = {}

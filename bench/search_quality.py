@@ -6,7 +6,7 @@ relevance floor) in the same run; the fusion sweep and the floor calibration; wa
 and at 200k chunks (synthetic rows added), and the cold start of ``retrieve_similar.py``.
 
     .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--no-distractors] [--no-floor]
-                                             [--work DIR] [--embedder NAME]
+                                             [--passage-cost] [--work DIR] [--embedder NAME]
 
 With ``--work DIR`` the stores are kept and reused (embedding the distractors takes minutes): the
 generated store is built once, and each labelled store is rebuilt only when bench/queries.json changed.
@@ -45,6 +45,9 @@ from sparky.search.fusion import (CORROBORATION, EVIDENCE_FLOOR, KEYWORD_OFFSET,
                                   evidence_of, keyword_evidence)
 from sparky.search.query import unlike_english
 from sparky.stores import StoreFilters
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_description  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample" / "chat-history"
@@ -448,6 +451,35 @@ def latency(db: Path, queries: list[str], label: str, rounds: int = 3, embedder:
         print(f"  {mode:<8} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   ({result.searches} searches)")
 
 
+def passage_cost(db: Path, queries: list[str], rounds: int = 3, embedder: str = "minilm") -> None:
+    """Warm hybrid latency with the passages of chunks found by meaning, holding few of the query's words,
+    rated by meaning (the default, ``search.FEW_TERMS``) and by the words alone (0), query by query in turn."""
+    import sparky.search as search
+
+    default = search.FEW_TERMS
+    store = open_for_search(str(db))
+    try:
+        searcher = Searcher(store, embedder)
+        searcher.search(queries[0], k=K)
+        times: dict[float, list[float]] = {default: [], 0.0: []}
+        for _ in range(rounds):
+            for query in queries:
+                for few in times:
+                    search.FEW_TERMS = few
+                    started = time.perf_counter()
+                    searcher.search(query, k=K)
+                    times[few].append((time.perf_counter() - started) * 1000)
+    finally:
+        search.FEW_TERMS = default
+        store.close()
+    print(f"\nWarm hybrid latency, {len(queries)} labelled queries x {rounds}, {db} (load average "
+          f"{os.getloadavg()[0]:.1f})")
+    for few, label in ((default, f"passages rated by meaning under {default:g} of the words (default)"),
+                       (0.0, "passages by the words alone")):
+        p50, p95 = np.percentile(times[few], [50, 95])
+        print(f"  {label:<58} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms")
+
+
 def cold_start(db: Path, query: str, runs: int = 5, embedder: str = "minilm") -> None:
     """Wall time of ``python retrieve_similar.py QUERY`` in a fresh process, per mode."""
     print(f"\nCold process `retrieve_similar.py {query!r}` ({runs} runs; load average {os.getloadavg()[0]:.1f})")
@@ -506,13 +538,17 @@ def main() -> None:
                         help="A store to use as the distractors instead of the generated export's.")
     parser.add_argument("--work", type=Path, help="Keep stores here (reused when present) instead of a temp dir.")
     parser.add_argument("--embedder", default="minilm", help="Embedding model to ingest and search with.")
+    parser.add_argument("--passage-cost", action="store_true",
+                        help="Only the warm hybrid latency among the distractors with and without passages rated"
+                             " by meaning.")
     args = parser.parse_args()
     embedder = args.embedder
     if args.no_floor:
         AFTER["floor"] = False
+    print(cpu_description())
     work = args.work or Path(tempfile.mkdtemp(prefix="sparky-search-bench-"))
     try:
-        if not args.only_distractors:
+        if not args.only_distractors and not args.passage_cost:
             alone = labelled_store(work, f"labelled-{embedder}", None, embedder)
             evaluate(alone, "the sample and the bench conversations alone", args.sweep, embedder)
         if args.no_distractors:
@@ -527,6 +563,8 @@ def main() -> None:
             ingest(export, big_db.parent, embedder)
         distractors = message_count(big_db)
         mixed_db = labelled_store(work, f"mixed-{embedder}", big_db, embedder)
+        if args.passage_cost:
+            return passage_cost(mixed_db, [query["query"] for query in bench_document()["queries"]], embedder=embedder)
         evaluate(mixed_db, f"among {distractors:,} generated messages ({big_db})", args.sweep, embedder)
         if args.quality_only:
             return

@@ -112,6 +112,19 @@ def test_without_any_query_word_the_passage_is_the_window_closest_in_meaning(sea
     assert "Hook Head" in hit.snippet
 
 
+def test_a_chunk_found_by_meaning_holding_few_query_words_shows_the_window_closest_in_meaning(searcher):
+    """"coast" is in every day of the trip, "ancient" and "beacon" nowhere: one word of three is no sign of
+    the passage, so the window closest in meaning is shown, the lighthouse."""
+    hit = searcher.search("an ancient beacon on the coast", k=1, mode="vector", floor=False)[0]
+    assert hit.conversation_id == "trip" and "Hook Head" in hit.snippet
+
+
+def test_a_chunk_found_by_meaning_holding_most_query_words_shows_the_window_holding_them(searcher):
+    hit = searcher.search("coast road beaches cliffs", k=1, mode="vector", floor=False)[0]
+    assert hit.conversation_id == "trip" and "Hook Head" not in hit.snippet
+    assert {hit.snippet[a:b].casefold() for a, b in hit.highlights} == {"coast", "road", "beaches", "cliffs"}
+
+
 def test_the_passage_is_whole_sentences_and_marks_the_query_words(searcher):
     hit = searcher.search("Hook Head lighthouse", k=1, mode="keyword")[0]
     assert hit.snippet.endswith("built about 800 years ago.")

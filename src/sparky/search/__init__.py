@@ -50,9 +50,9 @@ NO_EVIDENCE = 1e-4  # FTS5 clamps the IDF of a word in over half the chunks to 1
 FLOORS = {"hybrid": 0.27, "corroborated": 0.2, "vector": 0.4, "keyword": 0.0}
 # The floors of models whose cosines lie on another scale than MiniLM's, by embedder name. E5's lie
 # between about 0.7 and 0.9 for any pair of texts: from bench/search_quality.py --no-distractors --sweep
-# --embedder e5 (the labelled conversations alone: no e5 store of the distractors, whose ingestion took over
-# an hour beside other work), the lowest floors at which at least 90 % of the no-answer queries are said as
-# such (hybrid 0.62: 94 %, with 91 % of the answerable still answered; vector 0.86: 100 %, 76 %).
+# --embedder e5 on the labelled conversations alone, the lowest floors at which at least 90 % of the no-answer
+# queries are said as such (hybrid 0.62: 94 %, with 91 % of the answerable still answered; vector 0.86: 100 %,
+# 76 %). Among the 13,719 generated messages the same floors said 94 % and kept 91 % (hybrid).
 # minilm-static (a static store, or one whose pass 2 has not begun): its cosines run above MiniLM's, whose hybrid
 # floor said 69 % of the no-answer queries among the 13,719 generated messages; 0.45 is the lowest that says
 # all of them (hybrid recall@5 0.913 -> 0.861). Its vector floor stays MiniLM's: no floor below 0.97 tells its
@@ -60,9 +60,11 @@ FLOORS = {"hybrid": 0.27, "corroborated": 0.2, "vector": 0.4, "keyword": 0.0}
 # Neither has a lower corroborated floor: none was calibrated for them.
 MODEL_FLOORS = {"e5": {"hybrid": 0.62, "corroborated": 0.62, "vector": 0.86, "keyword": 0.0},
                 "minilm-static": {**FLOORS, "hybrid": 0.45, "corroborated": 0.45}}
-# Results whose passage, when it holds none of the query's words, is the window of their chunk closest
-# in meaning: a few windows embedded per result (~15 ms each on 2 cores), so only for those read first.
+# Results whose passage is the window of their chunk closest in meaning when it holds none of the query's
+# words, or (a chunk found by meaning, ``_hit_chunk``) under FEW_TERMS of them: a few windows embedded per
+# result (~15 ms each on 2 cores), so only for those read first.
 RATED_PASSAGES = 5
+FEW_TERMS = 0.5
 _PRELOADS: dict[str, threading.Thread] = {}
 
 
@@ -355,8 +357,9 @@ class Searcher:
                       for row in rows}
         chunks = self.store.chunk_texts(list(hit_chunks.values()))
         terms = query_terms(query)
+        by_meaning = {row.id for row in rows if row.id in by_vector and hit_chunks[row.id] == by_vector[row.id].chunk}
         passages = self._passages(rows, {row.id: chunks.get(hit_chunks[row.id], "") for row in rows}, terms,
-                                  query_vector)
+                                  query_vector, by_meaning)
         results = []
         for row, score, exchange in chosen:
             snippet, spans = make_snippet(row.text, passages[row.id], terms)
@@ -374,17 +377,20 @@ class Searcher:
         return results
 
     def _passages(self, rows: list[MessageRow], chunks: dict[int, str], terms: list[str],
-                  query_vector: np.ndarray | None) -> dict[int, tuple[int, int]]:
+                  query_vector: np.ndarray | None, by_meaning: set[int]) -> dict[int, tuple[int, int]]:
         """Each row's passage in its hit chunk: by the query's words, else (for the first ``RATED_PASSAGES``
         rows, in one batch, with a local model: a network one is sent the query only) the window whose
-        embedding is closest to the query's, else the chunk's first."""
+        embedding is closest to the query's, else the chunk's first. A chunk found ``by_meaning`` whose best
+        window by words holds under ``FEW_TERMS`` of them is rated by meaning too: the words found there may
+        be the query's incidental ones ("coast"), the fact asked for in a sentence holding none."""
         chosen: dict[int, tuple[int, int]] = {}
         pending: dict[int, list[tuple[int, int]]] = {}
         for rank, row in enumerate(rows):
-            passage, candidates = passage_windows(row.text, chunks[row.id], terms)
-            chosen[row.id] = passage or candidates[0]
-            if passage is None and rank < RATED_PASSAGES:
-                pending[row.id] = candidates
+            passage, packed, share = passage_windows(row.text, chunks[row.id], terms)
+            chosen[row.id] = passage or packed[0]
+            if rank < RATED_PASSAGES and len(packed) > 1 and \
+                    (passage is None or row.id in by_meaning and share < FEW_TERMS):
+                pending[row.id] = packed
         if pending and query_vector is not None and not is_recorded_openai(self.embedder_name):
             texts = [next(row.text for row in rows if row.id == message)[a:b]
                      for message, candidates in pending.items() for a, b in candidates]

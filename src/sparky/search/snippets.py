@@ -69,34 +69,34 @@ def term_spans(text: str, terms: Sequence[str], start: int = 0, end: int | None 
 
 
 def passage_windows(text: str, chunk: str, terms: Sequence[str],
-                    width: int = PASSAGE_CHARS) -> tuple[Span | None, list[Span]]:
+                    width: int = PASSAGE_CHARS) -> tuple[Span | None, list[Span], float]:
     """The best window of whole sentences inside ``chunk`` (a slice of ``text``; the whole text when it is
     not one), as ``[start, end)`` in ``text``: the one holding the most distinct query terms, then the most
-    of them. When no term occurs, None and the chunk's windows that do not overlap, for the caller to rate
-    by meaning (a few texts to embed per hit)."""
+    of them (None when no term occurs); the chunk's windows that do not overlap, for the caller to rate by
+    meaning (a few texts to embed per hit); and the share of the distinct terms the best window holds."""
     start = text.find(chunk) if chunk else -1
     start, end = (start, start + len(chunk)) if start >= 0 else (0, len(text))
     candidates = windows(sentence_spans(text, start, end), width) or [(start, end)]
-    if len(candidates) == 1:
-        return candidates[0], candidates
-    matches = term_spans(text, terms, start, end)
-    if matches:
-        def rating(window: Span) -> tuple[int, int]:
-            inside = [text[a:b].casefold() for a, b in matches if window[0] <= a and b <= window[1]]
-            return len(set(inside)), len(inside)
-
-        return max(candidates, key=rating), candidates  # max keeps the first of equals
     packed = [candidates[0]]
     for window in candidates:
         if window[0] >= packed[-1][1]:
             packed.append(window)
-    return None, packed
+    matches = term_spans(text, terms, start, end)
+    if not matches:
+        return (candidates[0] if len(candidates) == 1 else None), packed, 0.0
+
+    def rating(window: Span) -> tuple[int, int]:
+        inside = [text[a:b].casefold() for a, b in matches if window[0] <= a and b <= window[1]]
+        return len(set(inside)), len(inside)
+
+    best = max(candidates, key=rating)  # max keeps the first of equals
+    return best, packed, rating(best)[0] / max(len({term.casefold() for term in terms}), 1)
 
 
 def best_passage(text: str, chunk: str, terms: Sequence[str], width: int = PASSAGE_CHARS) -> Span:
     """``passage_windows``' choice, else (no term occurs) the chunk's first window."""
-    chosen, candidates = passage_windows(text, chunk, terms, width)
-    return chosen or candidates[0]
+    chosen, packed, _ = passage_windows(text, chunk, terms, width)
+    return chosen or packed[0]
 
 
 def make_snippet(text: str, passage: Span, terms: Sequence[str]) -> tuple[str, tuple[Span, ...]]:

@@ -456,7 +456,7 @@ def test_both_stores_give_the_same_search_results(ingested, mode):
         filters = [Filters(), Filters(role="user"), Filters(source="claude"), Filters(since=1.7e9)]
         for query in QUERIES:
             for where in filters:
-                answers = {name: searcher.search(query, k=5, mode=mode, filters=where, context=1)
+                answers = {name: searcher.search(query, k=5, mode=mode, filters=where, context=1, floor=False)
                            for name, searcher in searchers.items()}
                 sqlite, postgres = answers["sqlite"], answers["postgres"]
                 assert [r.key for r in sqlite] == [r.key for r in postgres], (query, where)
@@ -465,6 +465,16 @@ def test_both_stores_give_the_same_search_results(ingested, mode):
                 assert [r.score for r in sqlite] == pytest.approx([r.score for r in postgres], rel=1e-2, abs=1e-5)
                 assert [(r.snippet, r.before, r.after) for r in sqlite] == \
                     [(r.snippet, r.before, r.after) for r in postgres]
+                floored = {name: searcher.search(query, k=5, mode=mode, filters=where)
+                           for name, searcher in searchers.items()}
+                keys = {name: [r.key for r in results] for name, results in floored.items()}
+                # the floor is a cut on those scores: only a result within their 1 % of a cut may fall on either side
+                cuts = {searchers["sqlite"].floor_for(mode), searchers["sqlite"].floor_for(mode, corroborated=True)}
+                either = set(keys["sqlite"]) ^ set(keys["postgres"])
+                assert all(any(abs(r.score - cut) <= 1e-2 * cut for cut in cuts)
+                           for results in floored.values() for r in results if r.key in either), (query, where, keys)
+                assert [key for key in keys["sqlite"] if key not in either] == \
+                    [key for key in keys["postgres"] if key not in either]
     finally:
         for store in stores.values():
             store.close()

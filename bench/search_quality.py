@@ -6,7 +6,8 @@ relevance floor) in the same run; the fusion sweep and the floor calibration; wa
 and at 200k chunks (synthetic rows added), and the cold start of ``retrieve_similar.py``.
 
     .venv/bin/python bench/search_quality.py [--sweep] [--quality-only] [--no-distractors] [--no-floor]
-                                             [--passage-cost] [--work DIR] [--embedder NAME]
+                                             [--passage-cost] [--exchange-units] [--work DIR]
+                                             [--embedder NAME]
 
 With ``--work DIR`` the stores are kept and reused (embedding the distractors takes minutes): the
 generated store is built once, and each labelled store is rebuilt only when bench/queries.json changed.
@@ -80,26 +81,37 @@ def query_texts() -> list[str]:
     return [query["query"] for query in bench_document()["queries"] if query["kind"] in SAMPLE_KINDS]
 
 
+def chatgpt_conversation(conversation_id: str, title: str, created: float,
+                         messages: list[tuple[str, str, float]]) -> dict:
+    """One conversation of a ChatGPT export: ``messages`` (role, text, time) as one linear branch."""
+    mapping = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
+    parent = "root"
+    for index, (role, text, when) in enumerate(messages, 1):
+        node = f"{conversation_id}-{index}"
+        mapping[node] = {"id": node, "parent": parent, "children": [], "message": {
+            "id": node, "author": {"role": role}, "create_time": when,
+            "content": {"content_type": "text", "parts": [text]}, "status": "finished_successfully"}}
+        mapping[parent]["children"].append(node)
+        parent = node
+    return {"id": conversation_id, "conversation_id": conversation_id, "title": title, "create_time": created,
+            "update_time": created, "mapping": mapping, "current_node": parent}
+
+
+def write_export(folder: Path, conversations: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "conversations.json").write_text(json.dumps(conversations, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
 def write_bench_export(folder: Path) -> Path:
     """The bench's own conversations as a ChatGPT export (one linear branch each); returns its folder."""
     conversations = []
     for number, conversation in enumerate(bench_document()["conversations"]):
         created = 1.72e9 + number * 86400
-        mapping = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
-        parent = "root"
-        for index, (role, text) in enumerate(conversation["messages"], 1):
-            node = f"{conversation['id']}-{index}"
-            mapping[node] = {"id": node, "parent": parent, "children": [], "message": {
-                "id": node, "author": {"role": role}, "create_time": created + index * 60,
-                "content": {"content_type": "text", "parts": [text]}, "status": "finished_successfully"}}
-            mapping[parent]["children"].append(node)
-            parent = node
-        conversations.append({"id": conversation["id"], "conversation_id": conversation["id"],
-                              "title": conversation["title"], "create_time": created, "update_time": created,
-                              "mapping": mapping, "current_node": parent})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "conversations.json").write_text(json.dumps(conversations, ensure_ascii=False), encoding="utf-8")
-    return folder
+        messages = [(role, text, created + index * 60)
+                    for index, (role, text) in enumerate(conversation["messages"], 1)]
+        conversations.append(chatgpt_conversation(conversation["id"], conversation["title"], created, messages))
+    return write_export(folder, conversations)
 
 
 def message_count(db: Path) -> int:
@@ -538,6 +550,8 @@ def main() -> None:
                         help="A store to use as the distractors instead of the generated export's.")
     parser.add_argument("--work", type=Path, help="Keep stores here (reused when present) instead of a temp dir.")
     parser.add_argument("--embedder", default="minilm", help="Embedding model to ingest and search with.")
+    parser.add_argument("--exchange-units", action="store_true",
+                        help="Only the retrieval unit among the distractors: messages against stored exchanges.")
     parser.add_argument("--passage-cost", action="store_true",
                         help="Only the warm hybrid latency among the distractors with and without passages rated"
                              " by meaning.")
@@ -548,7 +562,7 @@ def main() -> None:
     print(cpu_description())
     work = args.work or Path(tempfile.mkdtemp(prefix="sparky-search-bench-"))
     try:
-        if not args.only_distractors and not args.passage_cost:
+        if not (args.only_distractors or args.passage_cost or args.exchange_units):
             alone = labelled_store(work, f"labelled-{embedder}", None, embedder)
             evaluate(alone, "the sample and the bench conversations alone", args.sweep, embedder)
         if args.no_distractors:
@@ -565,6 +579,8 @@ def main() -> None:
         mixed_db = labelled_store(work, f"mixed-{embedder}", big_db, embedder)
         if args.passage_cost:
             return passage_cost(mixed_db, [query["query"] for query in bench_document()["queries"]], embedder=embedder)
+        if args.exchange_units:
+            return exchange_units(work, mixed_db, embedder)
         evaluate(mixed_db, f"among {distractors:,} generated messages ({big_db})", args.sweep, embedder)
         if args.quality_only:
             return
@@ -593,6 +609,54 @@ def evaluate(db: Path, label: str, with_sweep: bool, embedder: str = "minilm") -
         sweep(searcher, queries, embedder, db)
         calibrate(searcher, queries)
     store.close()
+
+
+def exchange_export(db: Path, folder: Path) -> Path:
+    """The store's conversations as a ChatGPT export whose messages are exchanges: a user message and the
+    assistant reply after it as one message (the reply's role and time), any other message as it is."""
+    conversations = []
+    with closing(sqlite3.connect(db)) as conn:
+        for row, conversation_id, title, created in conn.execute(
+                "SELECT id, conversation_id, title, created_at FROM conversations ORDER BY id").fetchall():
+            messages = conn.execute("SELECT role, text, created_at FROM messages WHERE conversation = ? AND"
+                                    " superseded_at IS NULL ORDER BY position", (row,)).fetchall()
+            units, at = [], 0
+            while at < len(messages):
+                pair = messages[at:at + 2]
+                if len(pair) == 2 and (pair[0][0], pair[1][0]) == ("user", "assistant"):
+                    units.append(("assistant", f"{pair[0][1]}\n\n{pair[1][1]}", pair[1][2] or created))
+                    at += 2
+                else:
+                    units.append((messages[at][0], messages[at][1], messages[at][2] or created))
+                    at += 1
+            conversations.append(chatgpt_conversation(conversation_id, title, created, units))
+    return write_export(folder, conversations)
+
+
+def exchange_units(work: Path, mixed_db: Path, embedder: str) -> None:
+    """The retrieval unit measured: messages (one result per exchange, as shipped) against exchanges stored as
+    one message each, the same conversations, without the floor (calibrated on messages); r@1 / r@5 / MRR."""
+    units_db = work / f"exchange-units-{embedder}" / "sparky_memory.db"
+    if not units_db.exists():
+        ingest(exchange_export(mixed_db, work / "exchange-units-export" / "chat-history"), units_db.parent, embedder)
+    print(f"\nRetrieval unit, no floor, r@1 / r@5 / MRR ({message_count(mixed_db):,} messages; "
+          f"{message_count(units_db):,} as exchanges)")
+    kinds = ["all", "exact", "paraphrase", "paraphrase-hard", "long-answer", "non-english"]
+    print(f"  {'unit':<30}{'mode':<9}" + "".join(f"{kind:>22}" for kind in kinds))
+    for db, unit, label in ((mixed_db, "exchange", "messages, one per exchange"),
+                            (units_db, "message", "exchanges stored as one")):
+        queries = labelled_queries(db, None)
+        store = open_for_search(str(db))
+        searcher = Searcher(store, embedder)
+        for mode in MODES:
+            runs = run_queries(searcher, queries, mode, floor=False)
+            cells = []
+            for kind in kinds:
+                at = [i for i, query in enumerate(queries) if kind in ("all", query["kind"])]
+                scores = summarise([queries[i] for i in at], [runs[i] for i in at], unit)
+                cells.append(f"{scores['recall@1']:.3f}/{scores['recall@5']:.3f}/{scores['MRR']:.3f}")
+            print(f"  {label:<30}{mode:<9}" + "".join(f"{cell:>22}" for cell in cells))
+        store.close()
 
 
 if __name__ == "__main__":

@@ -347,13 +347,19 @@ def calibrate(searcher: Searcher, queries: list[dict]) -> None:
         floors = [round(used + step, 2) for step in (-0.07, -0.05, -0.02, 0.0, 0.03, 0.06, 0.09)]
         cells = []
         for floor in floors:
-            said = [not [r for r in results if r.score >= floor] for query, results in runs if not query["keys"]]
-            kept = [any(covered(r, "exchange") & query["keys"] for r in results if r.score >= floor)
-                    for query, results in runs if query["keys"]]
-            cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
+            cells.append(f"{floor:g}: " + said_and_kept([(query, [r for r in results if r.score >= floor])
+                                                         for query, results in runs]))
         print(f"  {mode:<8}" + "  ".join(cells) + f"   (in use: {used:g})")
     calibrate_corroborated(searcher, queries)
     calibrate_evidence(searcher, queries)
+
+
+def said_and_kept(shown: list[tuple[dict, list[SearchResult]]]) -> str:
+    """"said/kept": the share of the no-answer queries shown nothing, and of the answerable ones shown an
+    answer (exchange level)."""
+    said = [not results for query, results in shown if not query["keys"]]
+    kept = [any(covered(r, "exchange") & query["keys"] for r in results) for query, results in shown if query["keys"]]
+    return f"{statistics.mean(said):.2f}/{statistics.mean(kept):.2f}"
 
 
 def calibrate_corroborated(searcher: Searcher, queries: list[dict]) -> None:
@@ -374,10 +380,7 @@ def calibrate_corroborated(searcher: Searcher, queries: list[dict]) -> None:
             shown = [(query, [r for r, evidence in results
                               if r.score >= (floor if evidence is not None and evidence > least else used)])
                      for query, results in runs]
-            said = [not results for query, results in shown if not query["keys"]]
-            kept = [any(covered(r, "exchange") & query["keys"] for r in results)
-                    for query, results in shown if query["keys"]]
-            cells.append(f"{floor:g}: {statistics.mean(said):.2f}/{statistics.mean(kept):.2f}")
+            cells.append(f"{floor:g}: {said_and_kept(shown)}")
         best = max((r.score for query, results in runs if not query["keys"]
                     for r, evidence in results if evidence is not None and evidence > least), default=0.0)
         print(f"    evidence > {least:<5g}" + "  ".join(cells) + f"   best no-answer result so found: {best:.3f}")
@@ -395,7 +398,7 @@ def calibrate_evidence(searcher: Searcher, queries: list[dict]) -> None:
                            len(terms))
         floors = searcher.floor_for("hybrid"), searcher.floor_for("hybrid", corroborated=True)
         results = [result for result in searcher.search(query["query"], k=K, floor=False)  # those floors alone
-                   if result.score >= floors[result.found_by_both]]
+                   if result.score >= (floors[1] if result.found_by_both else floors[0])]
         runs.append((query, unlike_english(query["query"]),
                      [(result, max(held.get(ids[key], 0.0) for key in covered(result, "exchange")))
                       for result in results]))

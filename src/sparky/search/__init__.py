@@ -224,8 +224,7 @@ class Searcher:
         threshold = min_score if min_score is not None else None if fusion == "rrf" and mode == "hybrid" \
             else self.floor_for(mode)
         if floor and threshold is not None:
-            calibrated = min_score is None and mode == "hybrid"  # and fusion "combined": RRF has no floor
-            lower = self.floor_for(mode, corroborated=True) if calibrated else threshold
+            lower = threshold if min_score is not None else self.floor_for(mode, corroborated=True)
             ranked = [(message, score) for message, score in ranked
                       if score >= (lower if message in both else threshold)]
         strict = floor and min_score is None and self.needs_shared_words(query, mode, fusion)

@@ -36,9 +36,10 @@ EVIDENCE_FLOOR = 0.0
 CORROBORATION = 0.1
 
 
-def found_by_both(vector: list[ChunkHit], evidence: dict[int, float], least: float = CORROBORATION) -> set[int]:
-    """The messages both sides found: among the vector side's hits, with keyword ``evidence`` above ``least``."""
-    return {hit.message for hit in vector if evidence.get(hit.message, 0.0) > least}
+def found_by_both(vector: list[ChunkHit], evidence: dict[int, float]) -> set[int]:
+    """The messages both sides found: among the vector side's hits, with keyword ``evidence`` above
+    ``CORROBORATION``."""
+    return {hit.message for hit in vector if evidence.get(hit.message, 0.0) > CORROBORATION}
 
 
 def fuse(sides: list[list[ChunkHit]], rrf_k: int = RRF_K) -> list[tuple[int, float]]:
